@@ -1,0 +1,51 @@
+# The two commands a new machine needs:  make demo  (the main job)  and  make test  (the whole suite).
+# Both install what they use: the venv, the Go-built control plane (cached in ~/.cache/webhook-operator).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: all install test lint unit integration demo cluster-up cluster-down crds controlplane helm clean
+
+all: test
+
+$(STAMP): pyproject.toml hack/bootstrap.sh
+	PYTHON=$(PYTHON) bash hack/bootstrap.sh $(VENV)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+controlplane: $(STAMP)
+	$(PY) -m controlplane build
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check operator hack tests
+	$(VENV)/bin/ruff format --check operator hack tests
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+test: controlplane lint
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest -m unit $(PYTEST_ARGS)
+
+integration: controlplane
+	$(VENV)/bin/pytest -m integration $(PYTEST_ARGS)
+
+demo: controlplane
+	PYTHONPATH=hack $(PY) hack/demo.py
+
+crds: $(STAMP)
+	$(VENV)/bin/webhook-operator crd -o crds/webhooks.yaml
+
+cluster-up: controlplane
+	PYTHONPATH=hack $(PY) -m controlplane up --dir .cluster
+
+cluster-down: $(STAMP)
+	PYTHONPATH=hack $(PY) -m controlplane down --dir .cluster
+
+clean:
+	rm -rf $(VENV) .cluster .mypy_cache .ruff_cache .pytest_cache

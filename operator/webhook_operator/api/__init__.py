@@ -1,0 +1,1 @@
+"""Pure data models (no I/O): the Webhook resource, ChangeEvents, and the CRD generated from them."""

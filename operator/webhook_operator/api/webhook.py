@@ -1,0 +1,373 @@
+"""The Webhook custom resource: spec and status as pydantic models.
+
+These models are the single source of truth: the CRD in ``crds/`` is generated from them (``api.crd``), and the
+operator parses every resource it receives through them, so the API server and the operator can never disagree on
+a field name, default or enum. Descriptions are the OpenMetadata seed schema's own wording; fields the seed does not
+have are marked "Extension". Kubernetes-only schema keywords (CEL rules, list types, bounds) ride along in
+``json_schema_extra`` so that they live next to the field they constrain.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
+
+EXTENSION = "Extension (not in the OpenMetadata schema): "
+
+# RFC 9110 token: the characters allowed in an HTTP header field name.
+HEADER_NAME_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+_HEADER_NAME = re.compile(HEADER_NAME_PATTERN)
+_ENDPOINT = re.compile(r"^https?://[^\s/?#@]+(?:[/?#]\S*)?$", re.IGNORECASE)
+
+MAX_BATCH_SIZE = 100
+MAX_TIMEOUT_SECONDS = 300
+
+
+class _Model(BaseModel):
+    """Strict about unknown fields (typos must not be silently ignored) and populated by the camelCase names the
+    resource uses on the wire. Booleans and integers are strict too (``"yes"`` is not ``true``), exactly as the API
+    server judges them."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_enum_values=False)
+
+
+class WebhookType(StrEnum):
+    """Type of webhook."""
+
+    GENERIC = "Generic"
+    SLACK = "Slack"
+    MSTEAMS = "MSTeams"
+    GOOGLE_CHAT = "GoogleChat"
+    CUSTOM = "Custom"
+
+
+class WebhookState(StrEnum):
+    """Status of the webhook (the seed's ``status`` enum, reported in ``status.status``)."""
+
+    ACTIVE = "active"
+    DISABLED = "disabled"
+    FAILED = "failed"
+    AWAITING_RETRY = "awaitingRetry"
+    RETRY_LIMIT_REACHED = "retryLimitReached"
+
+
+class EventType(StrEnum):
+    """Type of event to subscribe to."""
+
+    ENTITY_CREATED = "entityCreated"
+    ENTITY_UPDATED = "entityUpdated"
+    ENTITY_SOFT_DELETED = "entitySoftDeleted"
+    ENTITY_DELETED = "entityDeleted"
+
+
+class SignatureScheme(StrEnum):
+    """How requests are signed when a secret is configured."""
+
+    OPENMETADATA = "OpenMetadata"
+    STANDARD_WEBHOOKS = "StandardWebhooks"
+
+
+_STRING_LIST: dict[str, Any] = {
+    "maxItems": 256,
+    "items": {"type": "string", "minLength": 1, "maxLength": 512},
+}
+
+
+class EventFilter(_Model):
+    event_type: EventType = Field(alias="eventType", description="Type of event to subscribe to")
+    entities: list[str] | None = Field(
+        default=None,
+        description="List of entities to filter (entity types such as table, dashboard, testCase; '*' for all). "
+        "Omitted means all entity types.",
+        json_schema_extra=_STRING_LIST,
+    )
+    include: list[str] | None = Field(
+        default=None,
+        description="Filters to include entities: changed-field names (tags, owner, description, ...) or "
+        "qualifiers key:value (domain:Sales, tag:PII.Sensitive, owner:john.doe, fqn:glob*).",
+        json_schema_extra=_STRING_LIST,
+    )
+    exclude: list[str] | None = Field(
+        default=None,
+        description="Filters to exclude entities, in the same vocabulary as include.",
+        json_schema_extra=_STRING_LIST,
+    )
+
+
+class SecretKeySelector(_Model):
+    name: str = Field(description="Name of a Secret in the Webhook's namespace.", min_length=1, max_length=253)
+    key: str = Field(description="Key within the Secret.", min_length=1, max_length=253)
+
+
+class HeaderFromSecret(_Model):
+    name: str = Field(
+        description="HTTP header name.",
+        min_length=1,
+        max_length=256,
+        pattern=HEADER_NAME_PATTERN,
+    )
+    secret_key_ref: SecretKeySelector = Field(alias="secretKeyRef", description="Secret key holding the header value.")
+
+
+class TlsConfig(_Model):
+    ca_bundle_secret_ref: SecretKeySelector | None = Field(
+        default=None,
+        alias="caBundleSecretRef",
+        description="Secret key holding PEM CA certificates to trust for this endpoint, in addition to the "
+        "system trust store.",
+    )
+    insecure_skip_verify: StrictBool = Field(
+        default=False,
+        alias="insecureSkipVerify",
+        description="Do not verify the endpoint's certificate. Opt-in, for test endpoints only.",
+    )
+
+
+class WebhookConfig(_Model):
+    endpoint: str = Field(
+        description="HTTP endpoint URL",
+        min_length=1,
+        max_length=2048,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "isURL(self) && url(self).getScheme() in ['http', 'https'] "
+                    "&& url(self).getHostname() != ''",
+                    "message": "endpoint must be an absolute http:// or https:// URL",
+                }
+            ]
+        },
+    )
+    secret_key: str | None = Field(
+        default=None,
+        alias="secretKey",
+        description="Secret key for HMAC signature. Prefer secretKeyRef: an inline secret lands in git.",
+        max_length=4096,
+    )
+    secret_key_ref: SecretKeySelector | None = Field(
+        default=None,
+        alias="secretKeyRef",
+        description=EXTENSION + "Secret key holding the HMAC signing secret (instead of the inline secretKey).",
+    )
+    send_to_admins: StrictBool = Field(default=False, alias="sendToAdmins", description="Send notifications to all admins")
+    send_to_owners: StrictBool = Field(default=False, alias="sendToOwners", description="Send notifications to entity owners")
+    send_to_followers: StrictBool = Field(
+        default=False, alias="sendToFollowers", description="Send notifications to entity followers"
+    )
+    headers: dict[str, str] | None = Field(
+        default=None,
+        description="Custom headers to include in requests",
+        json_schema_extra={
+            "maxProperties": 64,
+            "x-kubernetes-validations": [
+                {
+                    "rule": f'self.all(k, k.matches("{HEADER_NAME_PATTERN}"))',
+                    "message": "header names must be HTTP tokens (letters, digits and !#$%&'*+.^_`|~-)",
+                }
+            ],
+        },
+    )
+    headers_from: list[HeaderFromSecret] | None = Field(
+        default=None,
+        alias="headersFrom",
+        description=EXTENSION + "Headers whose values come from Secrets (for tokens that must not be in git).",
+        json_schema_extra={
+            "maxItems": 64,
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+        },
+    )
+    timeout: StrictInt = Field(default=10, ge=1, le=MAX_TIMEOUT_SECONDS, description="Request timeout in seconds")
+    payload_template: str | None = Field(
+        default=None,
+        alias="payloadTemplate",
+        description=EXTENSION + "Jinja2 template (sandboxed) rendering the request body; webhookType Custom only.",
+        max_length=65536,
+    )
+    signature_scheme: SignatureScheme = Field(
+        default=SignatureScheme.OPENMETADATA,
+        alias="signatureScheme",
+        description=EXTENSION + "How requests are signed when a secret is set: OpenMetadata "
+        "(X-OpenMetadata-Signature: sha256=<hex HMAC>) or StandardWebhooks (webhook-id, webhook-timestamp, "
+        "webhook-signature).",
+    )
+    tls: TlsConfig | None = Field(default=None, description=EXTENSION + "TLS options for https endpoints.")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!(has(self.secretKey) && has(self.secretKeyRef))",
+                    "message": "secretKey and secretKeyRef are mutually exclusive: set one",
+                    "fieldPath": ".secretKeyRef",
+                }
+            ]
+        }
+    )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _absolute_http_url(cls, value: str) -> str:
+        if not _ENDPOINT.match(value):
+            raise ValueError("endpoint must be an absolute http:// or https:// URL")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _header_tokens(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for name in value or {}:
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"header name {name!r} is not an HTTP token")
+        return value
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> WebhookConfig:
+        if self.secret_key is not None and self.secret_key_ref is not None:
+            raise ValueError("secretKey and secretKeyRef are mutually exclusive: set one")
+        return self
+
+
+class EntityReference(_Model):
+    type: str = Field(description="Entity type of the referenced entity (user, team, domain, ...).", min_length=1)
+    name: str | None = Field(default=None, description="Name of the entity instance.")
+    id: str | None = Field(default=None, description="Unique identifier of the entity instance.")
+    fully_qualified_name: str | None = Field(
+        default=None, alias="fullyQualifiedName", description="Fully qualified name of the entity instance."
+    )
+    display_name: str | None = Field(
+        default=None, alias="displayName", description="Display name of the entity instance."
+    )
+
+
+class TagLabel(_Model):
+    tag_fqn: str = Field(alias="tagFQN", description="Fully qualified name of the tag or glossary term.", min_length=1)
+    source: str | None = Field(
+        default=None,
+        description="Classification or Glossary.",
+        json_schema_extra={"enum": ["Classification", "Glossary"]},
+    )
+    label_type: str | None = Field(
+        default=None,
+        alias="labelType",
+        description="Manual, Propagated, Automated or Derived.",
+        json_schema_extra={"enum": ["Manual", "Propagated", "Automated", "Derived"]},
+    )
+    state: str | None = Field(
+        default=None,
+        description="Suggested or Confirmed.",
+        json_schema_extra={"enum": ["Suggested", "Confirmed"]},
+    )
+
+
+class WebhookSpec(_Model):
+    display_name: str | None = Field(
+        default=None, alias="displayName", description="Display name for the webhook", max_length=256
+    )
+    description: str | None = Field(default=None, description="Description of the webhook", max_length=65536)
+    webhook_type: WebhookType = Field(alias="webhookType", description="Type of webhook")
+    enabled: StrictBool = Field(default=True, description="Is the webhook enabled")
+    batch_size: StrictInt = Field(
+        default=10,
+        alias="batchSize",
+        ge=1,
+        le=MAX_BATCH_SIZE,
+        description="Maximum number of events to send in a batch",
+    )
+    event_filters: list[EventFilter] = Field(
+        alias="eventFilters",
+        min_length=1,
+        description="Filters for events to trigger webhook",
+        json_schema_extra={"maxItems": 64},
+    )
+    webhook_config: WebhookConfig = Field(alias="webhookConfig", description="Configuration for webhook endpoint")
+    owner: EntityReference | None = Field(default=None, description="Owner of this webhook")
+    tags: list[TagLabel] | None = Field(
+        default=None, description="Tags for this webhook", json_schema_extra={"maxItems": 64}
+    )
+    domain: EntityReference | None = Field(default=None, description="Domain the webhook belongs to")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.webhookConfig.payloadTemplate) || self.webhookType == 'Custom'",
+                    "message": "webhookConfig.payloadTemplate is only allowed with webhookType Custom",
+                    "fieldPath": ".webhookConfig.payloadTemplate",
+                }
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _template_only_for_custom(self) -> WebhookSpec:
+        if self.webhook_config.payload_template is not None and self.webhook_type is not WebhookType.CUSTOM:
+            raise ValueError("webhookConfig.payloadTemplate is only allowed with webhookType Custom")
+        return self
+
+
+# -- status ----------------------------------------------------------------------------------------------------
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(_Model):
+    type: str = Field(description="Type of condition, e.g. Ready.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(default="", description="CamelCase reason for the last transition.")
+    message: str = Field(default="", description="Human-readable details.")
+    last_transition_time: datetime | None = Field(
+        default=None, alias="lastTransitionTime", description="When the status last changed (RFC 3339)."
+    )
+    observed_generation: int | None = Field(
+        default=None, alias="observedGeneration", description="metadata.generation this condition reflects."
+    )
+
+
+class FailureDetails(_Model):
+    last_failed_at: datetime | None = Field(default=None, alias="lastFailedAt", description="Timestamp of last failure")
+    last_failed_status_code: int | None = Field(
+        default=None, alias="lastFailedStatusCode", description="HTTP status code of last failure"
+    )
+    last_failed_reason: str | None = Field(
+        default=None, alias="lastFailedReason", description="Reason for last failure"
+    )
+    next_attempt: datetime | None = Field(
+        default=None, alias="nextAttempt", description="Timestamp of next retry attempt"
+    )
+
+
+class DeliveryCounts(_Model):
+    delivered: int = Field(default=0, ge=0, description="Events delivered successfully.")
+    failed: int = Field(default=0, ge=0, description="Delivery attempts that failed.")
+    pending: int = Field(default=0, ge=0, description="Events queued for delivery.")
+
+
+class WebhookStatus(_Model):
+    observed_generation: int | None = Field(
+        default=None,
+        alias="observedGeneration",
+        description="metadata.generation last processed by the operator.",
+    )
+    conditions: list[Condition] | None = Field(
+        default=None,
+        description="kstatus conditions; Ready tells whether events are being delivered.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    status: WebhookState | None = Field(default=None, description="Status of the webhook")
+    failure_details: FailureDetails | None = Field(
+        default=None, alias="failureDetails", description="Details of webhook delivery failures"
+    )
+    last_successful_at: datetime | None = Field(
+        default=None, alias="lastSuccessfulAt", description="Timestamp of the last successful delivery."
+    )
+    counts: DeliveryCounts | None = Field(
+        default=None, description="Delivery counters since the webhook was registered with the operator."
+    )

@@ -1,0 +1,1 @@
+"""Shared test helpers: cluster access, namespaces, loopback-only networking."""
