@@ -153,8 +153,12 @@ class WebhookConfig(_Model):
         alias="secretKeyRef",
         description=EXTENSION + "Secret key holding the HMAC signing secret (instead of the inline secretKey).",
     )
-    send_to_admins: StrictBool = Field(default=False, alias="sendToAdmins", description="Send notifications to all admins")
-    send_to_owners: StrictBool = Field(default=False, alias="sendToOwners", description="Send notifications to entity owners")
+    send_to_admins: StrictBool = Field(
+        default=False, alias="sendToAdmins", description="Send notifications to all admins"
+    )
+    send_to_owners: StrictBool = Field(
+        default=False, alias="sendToOwners", description="Send notifications to entity owners"
+    )
     send_to_followers: StrictBool = Field(
         default=False, alias="sendToFollowers", description="Send notifications to entity followers"
     )

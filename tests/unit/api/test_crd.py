@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import ValidationError
-from support.webhooks import CRD_FILE, INVALID, Invalid, base_spec, example_webhooks
 
+from support.webhooks import CRD_FILE, INVALID, Invalid, base_spec, example_webhooks
 from webhook_operator.api.crd import build_crd, render_crd
 from webhook_operator.api.webhook import SignatureScheme, WebhookSpec, WebhookType
 

@@ -1,0 +1,84 @@
+"""OpenMetadata ChangeEvent, as the server really sends it.
+
+Shapes follow what OpenMetadata 1.x/2.x puts on the wire (see the sample events under shared/data): ``entity`` is an
+object or a JSON *string*, FieldChange values are strings, JSON text inside strings, objects, arrays or booleans,
+``eventType`` has many values beyond the four a Webhook can subscribe to. So the model is strict only about what
+routing needs (id, eventType, entityType, entityId, timestamp) and keeps every other field, known or not, so that
+the Generic format can pass the event on without losing anything.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+
+#: Event types a Webhook can subscribe to (the seed's enum); other values are accepted and match no filter.
+LIFECYCLE_EVENT_TYPES = ("entityCreated", "entityUpdated", "entitySoftDeleted", "entityDeleted")
+
+
+class FieldChange(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1)
+    old_value: Any = Field(default=None, alias="oldValue")
+    new_value: Any = Field(default=None, alias="newValue")
+
+
+class ChangeDescription(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    fields_added: list[FieldChange] = Field(default_factory=list, alias="fieldsAdded")
+    fields_updated: list[FieldChange] = Field(default_factory=list, alias="fieldsUpdated")
+    fields_deleted: list[FieldChange] = Field(default_factory=list, alias="fieldsDeleted")
+    previous_version: float | None = Field(default=None, alias="previousVersion")
+
+    @field_validator("fields_added", "fields_updated", "fields_deleted", mode="before")
+    @classmethod
+    def _null_is_empty(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+    def all_changes(self) -> list[FieldChange]:
+        return [*self.fields_added, *self.fields_updated, *self.fields_deleted]
+
+
+class ChangeEvent(BaseModel):
+    """One metadata change. Required fields are the ones OpenMetadata's own schema requires."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    id: str = Field(min_length=1, max_length=256)
+    event_type: str = Field(alias="eventType", min_length=1, max_length=128)
+    entity_type: str = Field(alias="entityType", min_length=1, max_length=256)
+    entity_id: str = Field(alias="entityId", min_length=1, max_length=256)
+    timestamp: StrictInt = Field(ge=0, description="Epoch milliseconds")
+    entity_fully_qualified_name: str | None = Field(default=None, alias="entityFullyQualifiedName")
+    user_name: str | None = Field(default=None, alias="userName")
+    impersonated_by: str | None = Field(default=None, alias="impersonatedBy")
+    previous_version: float | None = Field(default=None, alias="previousVersion")
+    current_version: float | None = Field(default=None, alias="currentVersion")
+    change_description: ChangeDescription | None = Field(default=None, alias="changeDescription")
+    entity: dict[str, Any] | None = None
+    domains: list[str] | None = None
+
+    @field_validator("entity", mode="before")
+    @classmethod
+    def _entity_may_be_json_text(cls, value: Any) -> Any:
+        # Recent servers re-read events from the change_event table and POST the entity as a JSON string.
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"entity is a string but not valid JSON: {exc}") from exc
+        return value
+
+    def changed_fields(self) -> list[str]:
+        """Names of every changed field: an owners/tags/domains change is a delete plus an add, never an update."""
+        if self.change_description is None:
+            return []
+        return [change.name for change in self.change_description.all_changes()]
+
+    def wire(self) -> dict[str, Any]:
+        """The event as JSON-ready data, entity as an object, unknown fields kept."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")

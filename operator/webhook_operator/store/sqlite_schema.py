@@ -1,0 +1,111 @@
+"""SQLite schema and row mapping for ``store.sqlite``: the SQL lives here, the concurrency there."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from webhook_operator.store.base import AttemptOutcome, AttemptRecord
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    received_at REAL NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_received_at ON events(received_at);
+CREATE TABLE IF NOT EXISTS queue (
+    qid INTEGER PRIMARY KEY AUTOINCREMENT,
+    webhook TEXT NOT NULL,
+    seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queue_webhook ON queue(webhook, qid);
+CREATE INDEX IF NOT EXISTS queue_seq ON queue(seq);
+CREATE TABLE IF NOT EXISTS webhooks (
+    webhook TEXT PRIMARY KEY,
+    retry TEXT,
+    delivered INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    last_success_at REAL,
+    lease_owner TEXT,
+    lease_expires REAL
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    webhook TEXT NOT NULL,
+    delivery_id TEXT NOT NULL,
+    event_ids TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    duration_ms REAL NOT NULL,
+    outcome TEXT NOT NULL,
+    status_code INTEGER,
+    error TEXT,
+    response_body TEXT NOT NULL DEFAULT '',
+    note TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS attempts_webhook ON attempts(webhook, id);
+CREATE INDEX IF NOT EXISTS attempts_started ON attempts(started_at);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    webhook TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    skipped_at REAL NOT NULL,
+    attempt_id INTEGER
+);
+"""
+
+UPSERT_WEBHOOK = "INSERT INTO webhooks(webhook) VALUES (?) ON CONFLICT(webhook) DO NOTHING"
+
+
+def connect(path: str, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def record_row(record: AttemptRecord) -> tuple[Any, ...]:
+    return (
+        record.webhook,
+        record.delivery_id,
+        json.dumps(list(record.event_ids)),
+        record.attempt,
+        record.started_at,
+        record.duration_ms,
+        record.outcome.value,
+        record.status_code,
+        record.error,
+        record.response_body,
+        record.note,
+    )
+
+
+INSERT_ATTEMPT = (
+    "INSERT INTO attempts(webhook, delivery_id, event_ids, attempt, started_at, duration_ms, outcome, status_code,"
+    " error, response_body, note) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def qmarks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def attempt_from_row(r: sqlite3.Row | tuple[Any, ...]) -> AttemptRecord:
+    return AttemptRecord(
+        id=r[0],
+        webhook=r[1],
+        delivery_id=r[2],
+        event_ids=json.loads(r[3]),
+        attempt=r[4],
+        started_at=r[5],
+        duration_ms=r[6],
+        outcome=AttemptOutcome(r[7]),
+        status_code=r[8],
+        error=r[9],
+        response_body=r[10],
+        note=r[11],
+    )
