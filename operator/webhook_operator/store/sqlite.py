@@ -57,10 +57,11 @@ class SqliteStore:
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="store-reader")
         self._w: sqlite3.Connection | None = None
         self._r: sqlite3.Connection | None = None
-        self._pending: list[tuple[_Op, asyncio.Future[Any]]] = []
+        self._pending: list[tuple[_Op, asyncio.Future[Any], bool]] = []
         self._wakeup: asyncio.Event | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._busy = False
+        self._current_sync = synchronous
         self.commits = 0  # observable for tests and benchmarks (group commit efficiency)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -101,11 +102,14 @@ class SqliteStore:
 
     # -- group commit ----------------------------------------------------------------------------------------
 
-    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, op: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Queue ``op`` for the next group commit. ``durable=False`` marks bookkeeping whose loss on power failure
+        costs at most a repeated delivery (completions, the log): a group made only of such ops commits without
+        fsync, while any acknowledged write in the group makes the whole group (and the WAL before it) durable."""
         if self._wakeup is None:
             raise StoreUnavailable("store is not open")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((op, future))
+        self._pending.append((op, future, durable))
         self._wakeup.set()
         return await future
 
@@ -120,16 +124,17 @@ class SqliteStore:
                 continue
             self._busy = True
             try:
-                results = await loop.run_in_executor(self._writer, self._run_batch, [op for op, _ in batch])
+                durable = any(d for _, _, d in batch)
+                results = await loop.run_in_executor(self._writer, self._run_batch, [op for op, _, _ in batch], durable)
             except sqlite3.Error as exc:
                 error = StoreUnavailable(f"SQLite commit failed: {exc}")
-                for _, future in batch:
+                for _, future, _ in batch:
                     if not future.done():
                         future.set_exception(error)
                 continue
             finally:
                 self._busy = False
-            for (_, future), (ok, value) in zip(batch, results, strict=True):
+            for (_, future, _), (ok, value) in zip(batch, results, strict=True):
                 if future.done():
                     continue
                 if ok:
@@ -137,10 +142,15 @@ class SqliteStore:
                 else:
                     future.set_exception(value)
 
-    def _run_batch(self, ops: list[_Op]) -> list[tuple[bool, Any]]:
+    def _run_batch(self, ops: list[_Op], durable: bool) -> list[tuple[bool, Any]]:
         conn = self._w
         assert conn is not None
         results: list[tuple[bool, Any]] = []
+        # WAL + NORMAL: no fsync per commit, never corrupt; a power cut may roll back the latest such commits.
+        wanted = self._synchronous if durable else "NORMAL"
+        if wanted != self._current_sync:  # only allowed outside a transaction
+            conn.execute(f"PRAGMA synchronous={wanted}")
+            self._current_sync = wanted
         conn.execute("BEGIN IMMEDIATE")
         try:
             for op in ops:
@@ -203,7 +213,7 @@ class SqliteStore:
                 (len(qids), record.started_at + record.duration_ms / 1000, webhook),
             )
 
-        await self._write(op)
+        await self._write(op, durable=False)
 
     async def fail(self, webhook: str, record: AttemptRecord, retry: RetryState) -> None:
         def op(conn: sqlite3.Connection) -> None:
@@ -214,7 +224,7 @@ class SqliteStore:
                 (json.dumps(asdict(retry)), webhook),
             )
 
-        await self._write(op)
+        await self._write(op, durable=False)
 
     async def skip(self, webhook: str, qids: Sequence[int], record: AttemptRecord) -> None:
         def op(conn: sqlite3.Connection) -> None:
@@ -246,7 +256,7 @@ class SqliteStore:
         return await self._write(op)
 
     async def log(self, record: AttemptRecord) -> None:
-        await self._write(lambda conn: conn.execute(INSERT_ATTEMPT, record_row(record)))
+        await self._write(lambda conn: conn.execute(INSERT_ATTEMPT, record_row(record)), durable=False)
 
     async def save_retry_state(self, webhook: str, retry: RetryState) -> None:
         def op(conn: sqlite3.Connection) -> None:

@@ -26,8 +26,15 @@ def _ev(i: int, *webhooks: str) -> RoutedEvent:
 
 
 def _record(webhook: str, outcome: AttemptOutcome = AttemptOutcome.DELIVERED, **kw: object) -> AttemptRecord:
-    base: dict[str, object] = dict(webhook=webhook, delivery_id="d", event_ids=["id-1"], attempt=1,
-                                   started_at=time.time(), duration_ms=1.5, outcome=outcome)
+    base: dict[str, object] = dict(
+        webhook=webhook,
+        delivery_id="d",
+        event_ids=["id-1"],
+        attempt=1,
+        started_at=time.time(),
+        duration_ms=1.5,
+        outcome=outcome,
+    )
     base.update(kw)
     return AttemptRecord(**base)  # type: ignore[arg-type]
 
@@ -75,8 +82,9 @@ async def test_failure_persists_retry_state(tmp_path: Path) -> None:
     s = SqliteStore(path)
     await s.open()
     queued = (await s.enqueue([_ev(1, "ns/a")])).queued["ns/a"]
-    retry = RetryState(held_qids=[queued[0].qid], attempts=2, next_attempt_at=123.0, last_status_code=503,
-                       last_reason="HTTP 503")
+    retry = RetryState(
+        held_qids=[queued[0].qid], attempts=2, next_attempt_at=123.0, last_status_code=503, last_reason="HTTP 503"
+    )
     await s.fail("ns/a", _record("ns/a", AttemptOutcome.FAILED, status_code=503), retry)
     await s.close()
     s = SqliteStore(path)

@@ -1,0 +1,66 @@
+"""Loopback receiver for benchmarks, run as its own process so it does not share the sender's event loop.
+
+It reads and JSON-parses every body (the same work for the bare-client ceiling and for the engine) and records
+the arrival time of every event id, which the benchmark fetches from GET /stats to compute latency.
+
+    python bench/receiver.py PORT_FILE
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+arrivals: dict[str, float] = {}
+state = {"requests": 0, "events": 0}
+
+
+def _ids(payload: Any) -> list[str]:
+    if isinstance(payload, dict) and isinstance(payload.get("data"), list):
+        return [str(item.get("eventId", "")) for item in payload["data"]]
+    if isinstance(payload, dict):
+        return [str(payload.get("eventId") or payload.get("id") or "")]
+    return []
+
+
+async def hook(request: web.Request) -> web.Response:
+    payload = json.loads(await request.read())
+    now = time.time()
+    state["requests"] += 1
+    for event_id in _ids(payload):
+        state["events"] += 1
+        arrivals.setdefault(event_id, now)
+    return web.Response(status=204)
+
+
+async def stats(request: web.Request) -> web.Response:
+    return web.json_response({**state, "arrivals": arrivals})
+
+
+async def reset(request: web.Request) -> web.Response:
+    arrivals.clear()
+    state.update(requests=0, events=0)
+    return web.Response(status=204)
+
+
+def main() -> None:
+    port_file = Path(sys.argv[1])
+    app = web.Application(client_max_size=32 * 1024 * 1024)
+    app.router.add_post("/hook/{n}", hook)
+    app.router.add_get("/stats", stats)
+    app.router.add_post("/reset", reset)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port_file.write_text(str(sock.getsockname()[1]))
+    web.run_app(app, sock=sock, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""Sending one HTTP request and classifying what happened.
+
+The dispatcher depends on the ``Sender`` protocol only, so its ordering and retry logic can be unit-tested with an
+in-memory fake, while the real ``AiohttpSender`` is tested against real loopback receivers.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import errno
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC
+from enum import StrEnum
+from typing import Protocol
+
+import aiohttp
+from aiohttp.abc import AbstractResolver
+
+from webhook_operator.delivery.ssrf import AddressPolicy, AddressRefused, GuardedConnector
+
+
+class OutcomeKind(StrEnum):
+    SUCCESS = "success"  # 2xx
+    RETRYABLE = "retryable"  # non-2xx (3xx included, never followed), timeout, connection error
+    PERMANENT = "permanent"  # configuration that no retry can fix: refused address, unsupported scheme
+
+
+@dataclass(frozen=True)
+class Request:
+    url: str
+    body: bytes
+    headers: Mapping[str, str]
+    timeout: float
+    #: PEM CA bundle to trust in addition to the system store, or None.
+    ca_bundle: str | None = None
+    insecure_skip_verify: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: OutcomeKind
+    status_code: int | None
+    duration_ms: float
+    error: str | None = None
+    #: First bytes of the response body, decoded leniently, for the delivery log.
+    response_body: str = ""
+    #: Seconds the receiver asked us to wait (Retry-After on 429/503), already bounded; None if absent.
+    retry_after: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.kind is OutcomeKind.SUCCESS
+
+
+class Sender(Protocol):
+    async def send(self, request: Request) -> Outcome: ...
+
+    async def close(self) -> None: ...
+
+
+# --- the real sender --------------------------------------------------------------------------------------------------
+
+DEFAULT_USER_AGENT = "webhook-operator"
+_SSL_CACHE_SIZE = 256
+
+
+def parse_retry_after(value: str | None, now: float, minimum: float, maximum: float) -> float | None:
+    """Seconds to wait from a Retry-After value (delta-seconds or HTTP-date, RFC 9110 §10.2.3), clamped to
+    ``[minimum, maximum]``; None when absent or unparseable. A date in the past clamps to ``minimum``."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        seconds = float(min(int(value), int(maximum) + 1))
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - now
+    return min(max(seconds, minimum), maximum)
+
+
+_ERRNO_TEXT = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+}
+
+
+def _where(exc: aiohttp.ClientConnectorError) -> str:
+    host = f"[{exc.host}]" if ":" in exc.host else exc.host
+    return f"{host}:{exc.port}"
+
+
+def classify_exception(exc: BaseException, timeout: float) -> tuple[OutcomeKind, str]:
+    """The one place that turns a failed request into an outcome kind and a log line.
+
+    Messages are built from chosen attributes only, never ``str(exc)`` of an exception that may carry the URL (which
+    for Slack/Teams/Google Chat is itself a credential) or request headers (which carry tokens).
+    """
+    if isinstance(exc, AddressRefused):
+        return OutcomeKind.PERMANENT, str(exc)
+    if isinstance(exc, aiohttp.NonHttpUrlClientError):
+        return OutcomeKind.PERMANENT, "unsupported URL scheme (only http and https are allowed)"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return OutcomeKind.PERMANENT, "invalid URL" + (f" ({exc.description})" if exc.description else "")
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cert_error = exc.certificate_error
+        detail = getattr(cert_error, "verify_message", None) or getattr(cert_error, "reason", None) or "invalid"
+        return OutcomeKind.RETRYABLE, f"TLS certificate verification failed for {_where(exc)}: {detail}"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        detail = getattr(exc.os_error, "reason", None) or exc.strerror or type(exc.os_error).__name__
+        return OutcomeKind.RETRYABLE, f"TLS error with {_where(exc)}: {detail}"
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return OutcomeKind.RETRYABLE, f"timeout after {timeout:g} s while connecting"
+    if isinstance(exc, TimeoutError):
+        return OutcomeKind.RETRYABLE, f"timeout after {timeout:g} s"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return OutcomeKind.RETRYABLE, f"DNS resolution failed for {exc.host}: {exc.strerror or exc.os_error}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        text = _ERRNO_TEXT.get(exc.errno or -1) or exc.strerror or str(exc.os_error) or "connection failed"
+        return OutcomeKind.RETRYABLE, f"{text} to {_where(exc)}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return OutcomeKind.RETRYABLE, "server disconnected without a complete response"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return OutcomeKind.RETRYABLE, f"invalid HTTP response: {exc.message}"
+    if isinstance(exc, aiohttp.ClientOSError):
+        return OutcomeKind.RETRYABLE, f"connection error: {exc.strerror or type(exc).__name__}"
+    if isinstance(exc, aiohttp.ClientError):
+        return OutcomeKind.RETRYABLE, f"request failed: {type(exc).__name__}"
+    if isinstance(exc, ValueError):
+        # aiohttp validates header names/values and the URL with ValueError; the text may quote the value.
+        return OutcomeKind.PERMANENT, "invalid request: bad URL or header value"
+    return OutcomeKind.RETRYABLE, f"request failed: {type(exc).__name__}"
+
+
+class AiohttpSender:
+    """Sends requests through one long-lived aiohttp session whose connector enforces an ``AddressPolicy``.
+
+    Choices, and why:
+
+    * One session and connector for the process: connection pooling and keep-alive are where the throughput comes
+      from; ``limit`` bounds sockets overall and ``limit_per_host`` keeps one slow receiver from taking them all.
+      Created on first use because aiohttp binds it to the running loop.
+    * ``trust_env=False``, no proxy, no redirects, no cookie jar: a proxy would hide the real destination from the
+      SSRF guard, a redirect would let a receiver point us anywhere, and cookies from one tenant's receiver must not
+      reach another's. A 3xx is a retryable failure that names the Location.
+    * TLS: the system trust store by default; a per-webhook PEM bundle adds CAs (its SSLContext is cached per bundle,
+      so pooled connections are reused); ``insecure_skip_verify`` is an explicit opt-in.
+    * Only the first ``max_response_body`` bytes of a response are kept for the delivery log; up to
+      ``max_drain_bytes`` more are read and discarded so the connection can be reused, beyond that it is closed
+      instead of reading a huge body. Errors while reading the body do not change the outcome: the status decided it.
+    """
+
+    def __init__(
+        self,
+        policy: AddressPolicy,
+        *,
+        resolver: AbstractResolver | None = None,
+        user_agent: str = DEFAULT_USER_AGENT,
+        limit: int = 256,
+        limit_per_host: int = 16,
+        max_response_body: int = 4096,
+        max_drain_bytes: int = 64 * 1024,
+        retry_after_min: float = 1.0,
+        retry_after_max: float = 3600.0,
+        socket_factory: aiohttp.SocketFactoryType | None = None,
+    ) -> None:
+        """``resolver`` replaces DNS (tests map names to addresses; the caller closes it). ``socket_factory`` is
+        aiohttp's public socket hook, handy to observe every connection attempt."""
+        if retry_after_min > retry_after_max:
+            raise ValueError("retry_after_min must not exceed retry_after_max")
+        self._policy = policy
+        self._resolver = resolver
+        self._user_agent = user_agent
+        self._limit = limit
+        self._limit_per_host = limit_per_host
+        self._max_body = max_response_body
+        self._max_drain = max_drain_bytes
+        self._retry_after_bounds = (retry_after_min, retry_after_max)
+        self._socket_factory = socket_factory
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+        self._ssl_contexts: dict[str, ssl.SSLContext] = {}
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("AiohttpSender is closed")
+        connector = GuardedConnector(
+            policy=self._policy,
+            resolver=self._resolver,
+            limit=self._limit,
+            limit_per_host=self._limit_per_host,
+            socket_factory=self._socket_factory,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            headers={"User-Agent": self._user_agent},
+        )
+        return self._session
+
+    def _ssl_for(self, request: Request) -> ssl.SSLContext | bool:
+        if request.insecure_skip_verify:
+            return False
+        if not request.ca_bundle:
+            return True
+        context = self._ssl_contexts.get(request.ca_bundle)
+        if context is None:
+            context = ssl.create_default_context()
+            context.load_verify_locations(cadata=request.ca_bundle)
+            if len(self._ssl_contexts) >= _SSL_CACHE_SIZE:
+                del self._ssl_contexts[next(iter(self._ssl_contexts))]
+            self._ssl_contexts[request.ca_bundle] = context
+        return context
+
+    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get(seconds)
+        if timeout is None:
+            if len(self._timeouts) >= 64:
+                self._timeouts.clear()
+            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
+        return timeout
+
+    async def _read_body(self, response: aiohttp.ClientResponse) -> str:
+        content = response.content
+        kept = bytearray()
+        try:
+            while len(kept) < self._max_body and not content.at_eof():
+                chunk = await content.read(self._max_body - len(kept))
+                if not chunk:
+                    break
+                kept += chunk
+            drained = 0
+            while drained < self._max_drain and not content.at_eof():
+                chunk = await content.read(self._max_drain - drained)
+                if not chunk:
+                    break
+                drained += len(chunk)
+        except (aiohttp.ClientError, TimeoutError):
+            pass  # keep what arrived; release() closes a connection whose body was not read to the end
+        return kept.decode("utf-8", "replace")
+
+    async def send(self, request: Request) -> Outcome:
+        started = time.perf_counter()
+        if not request.timeout > 0:  # aiohttp reads a zero timeout as "no timeout at all"
+            return Outcome(OutcomeKind.PERMANENT, None, 0.0, f"invalid timeout {request.timeout!r}: must be > 0")
+        try:
+            ssl_param = self._ssl_for(request)
+        except (ssl.SSLError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            return Outcome(OutcomeKind.PERMANENT, None, 0.0, f"invalid CA bundle: {reason}")
+        session = self._session or self._open()
+        try:
+            async with session.post(
+                request.url,
+                data=request.body,
+                headers=request.headers,
+                allow_redirects=False,
+                timeout=self._timeout(request.timeout),
+                ssl=ssl_param,
+            ) as response:
+                status = response.status
+                body = await self._read_body(response)
+                headers = response.headers
+                retry_after = None
+                if status in (429, 503):
+                    retry_after = parse_retry_after(headers.get("Retry-After"), time.time(), *self._retry_after_bounds)
+                location = headers.get("Location")
+                reason = response.reason
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            kind, error = classify_exception(exc, request.timeout)
+            return Outcome(kind, None, (time.perf_counter() - started) * 1000, error)
+        duration_ms = (time.perf_counter() - started) * 1000
+        if 200 <= status < 300:
+            return Outcome(OutcomeKind.SUCCESS, status, duration_ms, None, body)
+        if 300 <= status < 400:
+            error = f"HTTP {status}: redirect to {location!r} not followed"
+        else:
+            error = f"HTTP {status}" + (f" {reason}" if reason else "")
+        return Outcome(OutcomeKind.RETRYABLE, status, duration_ms, error, body, retry_after)
+
+    async def close(self) -> None:
+        """Close the session and its pooled connections. Idempotent; the sender cannot be used afterwards."""
+        self._closed = True
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()

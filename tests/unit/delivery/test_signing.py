@@ -1,0 +1,123 @@
+"""Signatures checked by the receivers' own verifiers: the seed's documented function and the standardwebhooks
+library, so a mismatch between what we sign and what receivers compute cannot hide behind our own code."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from webhook_operator.api.webhook import SignatureScheme
+from webhook_operator.delivery.signing import (
+    OPENMETADATA_SIGNATURE_HEADER,
+    openmetadata_signature,
+    signature_headers,
+    standard_webhooks_headers,
+    standard_webhooks_key,
+)
+
+
+# Copied verbatim from the seed (spec/openmetadata-webhook-entity.md, "HMAC Signature Verification").
+def verify_signature(payload, signature, secret_key):  # type: ignore[no-untyped-def]
+    expected = hmac.new(secret_key.encode("utf-8"), payload.encode("utf-8"), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(f"sha256={expected}", signature)
+
+
+def seed_accepts(payload: str, signature: str, secret_key: str) -> bool:
+    return bool(verify_signature(payload, signature, secret_key))  # type: ignore[no-untyped-call]
+
+
+BODIES = [
+    b'{"eventType":"entityCreated","entityType":"table","entityId":"8f1e","timestamp":1700000000000}',
+    json.dumps(
+        {"entityFullyQualifiedName": "mysql.db.Kunden.Größe", "userName": "Zoë 数据"}, ensure_ascii=False
+    ).encode(),
+    b"",
+    json.dumps({"data": [{"id": i} for i in range(200)]}).encode(),
+]
+WHSEC_1 = "whsec_" + base64.b64encode(b"first-rotation-key-0123456789ab").decode()
+WHSEC_2 = "whsec_" + base64.b64encode(b"second-rotation-key-abcdefghijk").decode()
+
+
+@pytest.mark.parametrize("body", BODIES)
+@pytest.mark.parametrize("secret", ["s3cr3t", "ключ-🔑", "x" * 300])
+def test_openmetadata_signature_accepted_by_seed_verifier(body: bytes, secret: str) -> None:
+    signature = openmetadata_signature(secret, body)
+    assert seed_accepts(body.decode("utf-8"), signature, secret)
+    assert not seed_accepts(body.decode("utf-8") + " ", signature, secret)
+    assert not seed_accepts(body.decode("utf-8"), signature, secret + "x")
+
+
+def test_openmetadata_signature_format() -> None:
+    signature = openmetadata_signature("key", b"body")
+    assert signature == "sha256=" + hmac.new(b"key", b"body", hashlib.sha256).hexdigest()
+    assert len(signature) == len("sha256=") + 64
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_standard_webhooks_verified_by_library(body: bytes) -> None:
+    now = int(time.time())
+    headers = standard_webhooks_headers([WHSEC_1], "msg_2b9f", now, body)
+    assert headers["webhook-id"] == "msg_2b9f"
+    assert headers["webhook-timestamp"] == str(now)
+    assert headers["webhook-signature"].startswith("v1,")
+    Webhook(WHSEC_1).verify(body, headers, json_parse=False)  # raises on mismatch
+    with pytest.raises(WebhookVerificationError):
+        Webhook(WHSEC_2).verify(body, headers, json_parse=False)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(WHSEC_1).verify(body + b" ", headers, json_parse=False)
+
+
+def test_standard_webhooks_rotation_each_secret_verifies() -> None:
+    body = BODIES[1]
+    headers = standard_webhooks_headers([WHSEC_1, WHSEC_2], "msg_rot", int(time.time()), body)
+    entries = headers["webhook-signature"].split(" ")
+    assert len(entries) == 2 and all(e.startswith("v1,") for e in entries)
+    Webhook(WHSEC_1).verify(body, headers, json_parse=False)
+    Webhook(WHSEC_2).verify(body, headers, json_parse=False)
+    third = "whsec_" + base64.b64encode(b"some-other-key-entirely-000000").decode()
+    with pytest.raises(WebhookVerificationError):
+        Webhook(third).verify(body, headers, json_parse=False)
+
+
+def test_standard_webhooks_plain_secret_uses_utf8_bytes() -> None:
+    """A secret without whsec_ signs with its UTF-8 bytes; the receiver passes whsec_ + base64(secret)."""
+    secret = "plain-shared-secret-ß"
+    body = BODIES[0]
+    headers = standard_webhooks_headers([secret], "msg_plain", int(time.time()), body)
+    Webhook("whsec_" + base64.b64encode(secret.encode()).decode()).verify(body, headers, json_parse=False)
+    assert standard_webhooks_key(secret) == secret.encode()
+
+
+def test_standard_webhooks_key_accepts_unpadded_and_rejects_garbage() -> None:
+    key = b"sixteen byte key!"  # 17 bytes: base64 needs padding
+    padded = base64.b64encode(key).decode()
+    assert padded.endswith("=")
+    assert standard_webhooks_key("whsec_" + padded.rstrip("=")) == key
+    assert standard_webhooks_key("whsec_" + padded) == key
+    with pytest.raises(ValueError, match="not valid base64") as excinfo:
+        standard_webhooks_key("whsec_not*base64!")
+    assert "not*base64" not in str(excinfo.value)  # never echo the secret
+    with pytest.raises(ValueError, match="empty"):
+        standard_webhooks_key("whsec_")
+
+
+def test_signature_headers_dispatch() -> None:
+    body = BODIES[0]
+    now = time.time()
+    assert signature_headers(SignatureScheme.OPENMETADATA, [], "d1", body, now) == {}
+    assert signature_headers(SignatureScheme.STANDARD_WEBHOOKS, (), "d1", body, now) == {}
+
+    om = signature_headers(SignatureScheme.OPENMETADATA, ["first", "second"], "d1", body, now)
+    assert list(om) == [OPENMETADATA_SIGNATURE_HEADER]
+    assert seed_accepts(body.decode(), om[OPENMETADATA_SIGNATURE_HEADER], "first")  # only the first secret signs
+
+    sw = signature_headers(SignatureScheme.STANDARD_WEBHOOKS, [WHSEC_1, WHSEC_2], "d1", body, now)
+    assert sw["webhook-id"] == "d1"
+    assert sw["webhook-timestamp"] == str(int(now))
+    Webhook(WHSEC_2).verify(body, sw, json_parse=False)
