@@ -105,11 +105,31 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-@pytest.fixture
-def namespace(cluster: Cluster) -> Iterator[str]:
+@pytest.fixture(scope="session")
+def _namespace_janitor(cluster: Cluster) -> Iterator[list[str]]:
+    """Test namespaces are deleted without blocking each test (namespace deletion takes seconds); at the end of
+    the session every one of them must really be gone, or the session fails."""
+    deleted: list[str] = []
+    yield deleted
+    for name in deleted:
+        cluster.delete_namespace(name, timeout=180)
+
+
+def _namespace(cluster: Cluster, janitor: list[str]) -> Iterator[str]:
     name = cluster.create_namespace()
     yield name
-    cluster.delete_namespace(name)
+    cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+    janitor.append(name)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, _namespace_janitor: list[str]) -> Iterator[str]:
+    yield from _namespace(cluster, _namespace_janitor)
+
+
+@pytest.fixture(scope="module")
+def module_namespace(cluster: Cluster, _namespace_janitor: list[str]) -> Iterator[str]:
+    yield from _namespace(cluster, _namespace_janitor)
 
 
 @pytest.fixture(autouse=True)

@@ -265,7 +265,7 @@ class ControlPlane:
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={self.ports.controller_manager}",
-                "--controllers=*,-nodeipam,-nodelifecycle,-persistentvolume-binder,-attachdetach,-cloud-node-lifecycle",
+                "--controllers=*",
                 "--v=1",
             ],
         )

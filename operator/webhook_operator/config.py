@@ -1,0 +1,213 @@
+"""Operator configuration: one table of settings, each a command-line flag and a WEBHOOK_OPERATOR_* variable.
+
+Flags win over environment variables, which win over defaults. Bad values fail at start-up with a message naming
+the flag and the variable, never later on the delivery path. ``docs/configuration.md`` is generated from ``SETTINGS``
+(a test keeps it in sync), so the table users read is the table the code parses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from webhook_operator.delivery.retry import DEFAULT_SCHEDULE, RetryPolicy, parse_duration
+
+ENV_PREFIX = "WEBHOOK_OPERATOR_"
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value; the message names the flag and the environment variable."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # attribute of OperatorConfig; flag --name-with-dashes; env WEBHOOK_OPERATOR_NAME
+    default: str
+    help: str
+    multiple: bool = False  # repeatable flag; comma-separated in the environment
+    flag_only: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("namespaces", "", "Namespaces to watch (repeat the flag or comma-separate); empty = all namespaces.",
+            multiple=True),
+    Setting("intake_address", "0.0.0.0:8080", "host:port of the event intake and operations API."),
+    Setting("intake_token_file", "", "File with accepted bearer tokens, one per line (re-read when it changes)."),
+    Setting("intake_token_secret", "", "Secret holding accepted bearer tokens: namespace/name (every key is a "
+            "token) or namespace/name/key."),
+    Setting("intake_allow_anonymous", "false", "Accept events without a bearer token (local demos only)."),
+    Setting("intake_hmac_secret_file", "", "File with the secret of incoming OpenMetadata signatures; when set, "
+            "unsigned or wrongly signed event posts are refused."),
+    Setting("intake_max_body", "8MiB", "Largest accepted event post (413 above)."),
+    Setting("api_auth", "kubernetes", "Operations API auth: kubernetes (TokenReview + SubjectAccessReview of the "
+            "caller's own token) or tokens (the intake tokens)."),
+    Setting("store_path", "/var/lib/webhook-operator/store.db", "SQLite store file (events, queues, delivery log)."),
+    Setting("store_sync", "FULL", "SQLite synchronous mode for acknowledged writes: FULL (survives power loss) or "
+            "NORMAL (survives process crashes)."),
+    Setting("retention", "7d", "How long delivered events and delivery-log lines are kept."),
+    Setting("retry_schedule", ",".join(f"{int(s)}s" for s in DEFAULT_SCHEDULE),
+            "Delays between attempts of a failing batch; after the last, the webhook is retryLimitReached."),
+    Setting("max_concurrency", "64", "Requests in flight across all webhooks."),
+    Setting("status_interval", "2s", "Least time between two status patches of one webhook (the last state is "
+            "always written)."),
+    Setting("ssrf_allow_cidr", "", "CIDRs endpoints may resolve to despite the default refusals (repeatable).",
+            multiple=True),
+    Setting("ssrf_deny_cidr", "", "CIDRs endpoints may never resolve to (repeatable).", multiple=True),
+    Setting("allow_loopback", "false", "Allow endpoints on loopback addresses (tests and local demos)."),
+    Setting("admins", "", "Admin recipients for sendToAdmins (repeatable).", multiple=True),
+    Setting("ui_base_url", "", "OpenMetadata UI base URL, for entity links in chat messages."),
+    Setting("log_format", "text", "Log format: text or json."),
+    Setting("log_level", "INFO", "Log level: DEBUG, INFO, WARNING, ERROR."),
+    Setting("health_address", "0.0.0.0:8081", "host:port of /healthz, /readyz and /metrics."),
+)  # fmt: skip
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port, got {text!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+_SIZES = {"": 1, "b": 1, "kib": 1024, "kb": 1000, "mib": 1024**2, "mb": 1000**2}
+
+
+def _size(text: str) -> int:
+    number = text.strip().rstrip("BbIiKkMm")
+    unit = text.strip()[len(number) :].lower()
+    if not number.isdigit() or unit not in _SIZES:
+        raise ValueError(f"expected a size like 8MiB, got {text!r}")
+    return int(number) * _SIZES[unit]
+
+
+def _cidrs(values: Sequence[str]) -> tuple[str, ...]:
+    for value in values:
+        ipaddress.ip_network(value, strict=True)
+    return tuple(values)
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        for option in options:
+            if text.lower() == option.lower():
+                return option
+        raise ValueError(f"expected one of {', '.join(options)}, got {text!r}")
+
+    return parse
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    namespaces: tuple[str, ...] = ()
+    intake_address: tuple[str, int] = ("0.0.0.0", 8080)
+    intake_token_file: Path | None = None
+    intake_token_secret: str | None = None
+    intake_allow_anonymous: bool = False
+    intake_hmac_secret_file: Path | None = None
+    intake_max_body: int = 8 * 1024 * 1024
+    api_auth: str = "kubernetes"
+    store_path: Path = Path("/var/lib/webhook-operator/store.db")
+    store_sync: str = "FULL"
+    retention: float = 7 * 86400.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_concurrency: int = 64
+    status_interval: float = 2.0
+    ssrf_allow_cidr: tuple[str, ...] = ()
+    ssrf_deny_cidr: tuple[str, ...] = ()
+    allow_loopback: bool = False
+    admins: tuple[str, ...] = ()
+    ui_base_url: str | None = None
+    log_format: str = "text"
+    log_level: str = "INFO"
+    health_address: tuple[str, int] = ("0.0.0.0", 8081)
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "namespaces": lambda v: tuple(v),
+    "intake_address": _address,
+    "intake_token_file": lambda v: Path(v) if v else None,
+    "intake_token_secret": lambda v: v or None,
+    "intake_allow_anonymous": _bool,
+    "intake_hmac_secret_file": lambda v: Path(v) if v else None,
+    "intake_max_body": _size,
+    "api_auth": _choice("kubernetes", "tokens"),
+    "store_path": Path,
+    "store_sync": _choice("FULL", "NORMAL"),
+    "retention": parse_duration,
+    "retry_schedule": RetryPolicy.parse,
+    "max_concurrency": lambda v: _positive(int(v)),
+    "status_interval": parse_duration,
+    "ssrf_allow_cidr": _cidrs,
+    "ssrf_deny_cidr": _cidrs,
+    "allow_loopback": _bool,
+    "admins": lambda v: tuple(v),
+    "ui_base_url": lambda v: v.rstrip("/") or None,
+    "log_format": _choice("text", "json"),
+    "log_level": _choice("DEBUG", "INFO", "WARNING", "ERROR"),
+    "health_address": _address,
+}
+
+
+def _positive(value: int) -> int:
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for setting in SETTINGS:
+        kwargs: dict[str, Any] = {"dest": setting.name, "default": None, "help": f"{setting.help} [${setting.env}]"}
+        if setting.multiple:
+            kwargs["action"] = "append"
+        parser.add_argument(setting.flag, **kwargs)
+
+
+def from_sources(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> OperatorConfig:
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw: Any = getattr(args, setting.name, None) if args is not None else None
+        source = setting.flag
+        if raw is None:
+            raw, source = environ.get(setting.env), setting.env
+        if raw is None:
+            raw, source = setting.default, "default"
+        if setting.multiple:
+            items = raw if isinstance(raw, list) else [raw]
+            raw = [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+        try:
+            parsed = _PARSERS[setting.name](raw)
+        except ValueError as exc:
+            raise ConfigError(f"{setting.flag} / {setting.env} (from {source}): {exc}") from exc
+        values["retry" if setting.name == "retry_schedule" else setting.name] = parsed
+    return OperatorConfig(**values)
+
+
+def markdown_table() -> str:
+    lines = ["| flag | environment variable | default | meaning |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        default = f"`{s.default}`" if s.default else "(none)"
+        lines.append(f"| `{s.flag}` | `{s.env}` | {default} | {s.help} |")
+    return "\n".join(lines) + "\n"
