@@ -18,6 +18,8 @@ from typing import Any
 from webhook_operator.delivery.retry import DEFAULT_SCHEDULE, RetryPolicy, parse_duration
 
 ENV_PREFIX = "WEBHOOK_OPERATOR_"
+# In a pod the Service reaches the operator on the pod IP, so listening on all interfaces is the point.
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104
 
 
 class ConfigError(ValueError):
@@ -44,7 +46,7 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("namespaces", "", "Namespaces to watch (repeat the flag or comma-separate); empty = all namespaces.",
             multiple=True),
-    Setting("intake_address", "0.0.0.0:8080", "host:port of the event intake and operations API."),
+    Setting("intake_address", f"{ALL_INTERFACES}:8080", "host:port of the event intake and operations API."),
     Setting("intake_token_file", "", "File with accepted bearer tokens, one per line (re-read when it changes)."),
     Setting("intake_token_secret", "", "Secret holding accepted bearer tokens: namespace/name (every key is a "
             "token) or namespace/name/key."),
@@ -71,7 +73,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ui_base_url", "", "OpenMetadata UI base URL, for entity links in chat messages."),
     Setting("log_format", "text", "Log format: text or json."),
     Setting("log_level", "INFO", "Log level: DEBUG, INFO, WARNING, ERROR."),
-    Setting("health_address", "0.0.0.0:8081", "host:port of /healthz, /readyz and /metrics."),
+    Setting("health_address", f"{ALL_INTERFACES}:8081", "host:port of /healthz, /readyz and /metrics."),
 )  # fmt: skip
 
 
@@ -88,7 +90,7 @@ def _address(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"expected host:port, got {text!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    return host.strip("[]") or ALL_INTERFACES, int(port)
 
 
 _SIZES = {"": 1, "b": 1, "kib": 1024, "kb": 1000, "mib": 1024**2, "mb": 1000**2}
@@ -121,7 +123,7 @@ def _choice(*options: str) -> Callable[[str], str]:
 @dataclass(frozen=True)
 class OperatorConfig:
     namespaces: tuple[str, ...] = ()
-    intake_address: tuple[str, int] = ("0.0.0.0", 8080)
+    intake_address: tuple[str, int] = (ALL_INTERFACES, 8080)
     intake_token_file: Path | None = None
     intake_token_secret: str | None = None
     intake_allow_anonymous: bool = False
@@ -141,7 +143,7 @@ class OperatorConfig:
     ui_base_url: str | None = None
     log_format: str = "text"
     log_level: str = "INFO"
-    health_address: tuple[str, int] = ("0.0.0.0", 8081)
+    health_address: tuple[str, int] = (ALL_INTERFACES, 8081)
 
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {
