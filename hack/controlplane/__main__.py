@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == "up":
             cmd.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args(argv)
+    if hasattr(args, "dir"):
+        args.dir = args.dir.resolve()  # the components run in their own working directory
     try:
         if args.command == "build":
             print(ensure_binaries().kube_apiserver.parent)

@@ -84,10 +84,10 @@ class ControlPlane:
         ports: Ports | None = None,
         kubeconfig: Path | None = None,
     ) -> None:
-        self.workdir = workdir
+        self.workdir = workdir.resolve()
         self.binaries = binaries or ensure_binaries()
         self.ports = ports or Ports()
-        self.kubeconfig = kubeconfig or workdir / "kubeconfig"
+        self.kubeconfig = (kubeconfig or self.workdir / "kubeconfig").resolve()
         self.logs = workdir / "logs"
         self._procs: list[_Proc] = []
         self.pki: pki_mod.Pki | None = None

@@ -34,6 +34,7 @@ class WebhookSnapshot:
     last_failed_status_code: int | None = None
     last_failed_reason: str | None = None
     next_attempt_at: float | None = None
+    oldest_pending_at: float | None = None
 
     @property
     def ready(self) -> bool:

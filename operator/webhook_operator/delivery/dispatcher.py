@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -27,7 +28,7 @@ from webhook_operator.delivery.sender import Outcome, OutcomeKind, Request, Send
 from webhook_operator.delivery.target import WebhookTarget, mask, mask_credentials
 from webhook_operator.formats.base import FormatError, RenderContext
 from webhook_operator.formats.registry import formatter_for
-from webhook_operator.routing import CompiledFilters
+from webhook_operator.routing import CompiledFilters, FilterError
 from webhook_operator.store.base import (
     AttemptOutcome,
     AttemptRecord,
@@ -47,6 +48,8 @@ class DispatcherConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_concurrency: int = 64
     user_agent: str = f"webhook-operator/{__version__}"
+    #: Called with every attempt record (metrics); must be cheap and must not raise.
+    on_attempt: Callable[[AttemptRecord], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,13 @@ class Dispatcher:
     # -- registration --------------------------------------------------------------------------------------
 
     async def register(self, target: WebhookTarget) -> WebhookSnapshot:
-        """Add or replace a webhook. A changed configuration resumes a paused or retrying webhook at once."""
-        filters = CompiledFilters.compile(target.spec.event_filters)
+        """Add or replace a webhook. A changed configuration resumes a paused or retrying webhook at once.
+        Filters that do not compile make it a configuration error (state failed), never an exception here."""
+        try:
+            filters = CompiledFilters.compile(target.spec.event_filters)
+        except FilterError as exc:
+            target = dataclasses.replace(target, config_error=target.config_error or str(exc))
+            filters = CompiledFilters.compile([])
         lane = self._lanes.get(target.key)
         if lane is None:
             retry = await self._store.retry_state(target.key)
@@ -286,6 +294,8 @@ class Dispatcher:
             outcome=AttemptOutcome.DELIVERED if outcome.ok else AttemptOutcome.FAILED,
             status_code=outcome.status_code, error=error, response_body=body,
         )  # fmt: skip
+        if self._config.on_attempt is not None:
+            self._config.on_attempt(record)
         if outcome.ok:
             await self._store.complete(lane.key, [e.qid for e in batch], record)
             lane.pop(batch)

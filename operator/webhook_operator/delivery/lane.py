@@ -123,6 +123,7 @@ class Lane:
             last_successful_at=self.counters.last_success_at, last_failed_at=self.retry.last_failed_at,
             last_failed_status_code=self.retry.last_status_code, last_failed_reason=self.retry.last_reason,
             next_attempt_at=self.retry.next_attempt_at if self.retry.held_qids and not self.retry.paused else None,
+            oldest_pending_at=self.queue[0].received_at if self.queue else None,
         )  # fmt: skip
 
     def resume(self) -> bool:

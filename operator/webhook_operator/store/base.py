@@ -39,6 +39,7 @@ class QueuedEvent:
     seq: int
     event_id: str
     body: bytes
+    received_at: float = 0.0  # when the event was accepted (for the oldest-pending-age metric)
 
 
 @dataclass(frozen=True)

@@ -197,7 +197,7 @@ class SqliteStore:
                 for webhook in event.webhooks:
                     qcur = conn.execute("INSERT INTO queue(webhook, seq) VALUES (?,?)", (webhook, seq))
                     queued.setdefault(webhook, []).append(
-                        QueuedEvent(int(qcur.lastrowid or 0), seq, event.event_id, event.body)
+                        QueuedEvent(int(qcur.lastrowid or 0), seq, event.event_id, event.body, now)
                     )
             return EnqueueResult(seqs, queued)
 
@@ -309,11 +309,11 @@ class SqliteStore:
     async def pending(self, webhook: str, after_qid: int = 0, limit: int = 1000) -> list[QueuedEvent]:
         def fn(conn: sqlite3.Connection) -> list[QueuedEvent]:
             rows = conn.execute(
-                "SELECT q.qid, q.seq, e.event_id, e.body FROM queue q JOIN events e ON e.seq = q.seq "
+                "SELECT q.qid, q.seq, e.event_id, e.body, e.received_at FROM queue q JOIN events e ON e.seq = q.seq "
                 "WHERE q.webhook = ? AND q.qid > ? ORDER BY q.qid LIMIT ?",
                 (webhook, after_qid, limit),
             ).fetchall()
-            return [QueuedEvent(r[0], r[1], r[2], bytes(r[3])) for r in rows]
+            return [QueuedEvent(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
 
         return await self._read(fn)
 
@@ -370,20 +370,20 @@ class SqliteStore:
     async def events_between(self, since: float | None, until: float | None, limit: int) -> list[QueuedEvent]:
         def fn(conn: sqlite3.Connection) -> list[QueuedEvent]:
             rows = conn.execute(
-                "SELECT seq, event_id, body FROM events WHERE received_at >= ? AND received_at < ? ORDER BY seq "
+                "SELECT seq, event_id, body, received_at FROM events WHERE received_at >= ? AND received_at < ? ORDER BY seq "
                 "LIMIT ?",
                 (since if since is not None else 0.0, until if until is not None else float("inf"), limit),
             ).fetchall()
-            return [QueuedEvent(0, r[0], r[1], bytes(r[2])) for r in rows]
+            return [QueuedEvent(0, r[0], r[1], bytes(r[2]), r[3]) for r in rows]
 
         return await self._read(fn)
 
     async def events_by_id(self, event_ids: Sequence[str]) -> list[QueuedEvent]:
         def fn(conn: sqlite3.Connection) -> list[QueuedEvent]:
             rows = conn.execute(
-                f"SELECT seq, event_id, body FROM events WHERE event_id IN ({qmarks(len(event_ids))}) ORDER BY seq",
+                f"SELECT seq, event_id, body, received_at FROM events WHERE event_id IN ({qmarks(len(event_ids))}) ORDER BY seq",
                 list(event_ids),
             ).fetchall()
-            return [QueuedEvent(0, r[0], r[1], bytes(r[2])) for r in rows]
+            return [QueuedEvent(0, r[0], r[1], bytes(r[2]), r[3]) for r in rows]
 
         return await self._read(fn) if event_ids else []

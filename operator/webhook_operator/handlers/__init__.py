@@ -1,0 +1,9 @@
+"""kopf handlers: the only package that imports kopf.
+
+``kopf run -m webhook_operator.handlers`` (or ``webhook-operator run``) registers them. Each handler translates a
+kopf callback into one call on the reconciler or the service, built at start-up and passed through kopf's memo.
+"""
+
+from webhook_operator.handlers import lifecycle, secrets, webhooks
+
+__all__ = ["lifecycle", "secrets", "webhooks"]

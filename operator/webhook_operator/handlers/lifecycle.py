@@ -1,0 +1,58 @@
+"""Start-up and clean-up: kopf settings for GitOps, and the operator's component graph in kopf's memo.
+
+kopf's defaults write ``kopf.zalando.org/*`` annotations, post an Event per handler run and add finalizers; here
+progress and diff-base annotations use the project's own prefix, kopf posts no Events of its own (the status writer
+posts meaningful ones), and there is no peering (one replica owns the SQLite store).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from webhook_operator.config import OperatorConfig
+from webhook_operator.handlers import kube
+from webhook_operator.service import OperatorService
+
+ANNOTATION_PREFIX = "webhook-operator.events.open-metadata.org"
+
+
+def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
+    settings.posting.enabled = False
+    settings.peering.standalone = True
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 30
+    settings.batching.error_delays = (1, 2, 5, 10, 30)
+
+
+@kopf.on.startup()
+async def startup(
+    settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
+) -> None:
+    config: OperatorConfig = memo.config
+    configure(settings, config)
+    api = kube.api_client()
+    memo.secret_cache = kube.SecretCache(api)
+    service = OperatorService(config, api=api, secrets=memo.secret_cache)
+    await service.start()
+    memo.service = service
+    # Register every existing Webhook before the intake reports ready, so no accepted event misses a webhook
+    # that exists; kopf's resume handlers that follow find them registered and change nothing.
+    resources = await kube.list_webhooks(api, config.namespaces)
+    await service.initial_sync(resources)
+    logger.info("registered %d webhooks; intake ready", len(resources))
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    service: OperatorService | None = getattr(memo, "service", None)
+    if service is not None:
+        await service.stop()

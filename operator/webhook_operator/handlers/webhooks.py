@@ -1,0 +1,29 @@
+"""Webhook resources: create/resume/spec-update register, delete unregisters. Handlers return None so kopf writes
+no results into status, and react to ``spec`` only, so labels, annotations and our own status writes never
+re-trigger them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from webhook_operator.api.crd import GROUP, PLURAL, VERSION
+from webhook_operator.handlers.kube import resource_of
+from webhook_operator.service import OperatorService
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+async def webhook_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    service: OperatorService = memo.service
+    await service.reconciler.apply(resource_of(body))
+
+
+# optional=True: no finalizer. Cleanup is local (queue state) and a Webhook deleted while the operator was down is
+# purged at the next start-up, so blocking deletion on the operator would buy nothing.
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+async def webhook_deleted(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    service: OperatorService = memo.service
+    await service.reconciler.remove(str(meta.namespace), str(meta.name))

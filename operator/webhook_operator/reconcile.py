@@ -1,0 +1,199 @@
+"""Turn a Webhook resource into a registered delivery target, and keep it registered as its Secrets change.
+
+This is everything the kopf handlers would otherwise do in their bodies: validate what the API server cannot
+(Secrets exist and hold the key, the Custom template compiles, a Standard Webhooks secret decodes), resolve secret
+values, register/replace/remove the webhook in the dispatcher, and tell the status writer about configuration
+problems. Keeping it free of kopf means it is tested with plain calls, and the handlers stay one-liners.
+
+A configuration problem never drops events: the webhook is registered in state ``failed`` with the reason, keeps
+queueing, and delivers the held events once the Secret appears or the spec is fixed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from webhook_operator.api.webhook import SignatureScheme, WebhookSpec
+from webhook_operator.delivery.dispatcher import Dispatcher
+from webhook_operator.delivery.signing import standard_webhooks_key
+from webhook_operator.delivery.target import WebhookTarget
+from webhook_operator.formats.base import FormatError
+from webhook_operator.formats.custom import compile_template
+from webhook_operator.status.summary import OperatorConditions
+
+log = logging.getLogger(__name__)
+
+_SECRETISH_HEADERS = ("authorization", "x-api-key", "api-key", "x-auth-token", "proxy-authorization")
+
+
+class SecretReader(Protocol):
+    async def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        """Decoded values of a Secret, or None when it does not exist."""
+        ...
+
+
+class StatusSink(Protocol):
+    """What the reconciler tells the status writer (``status.writer.StatusWriter`` implements it)."""
+
+    def set_generation(self, key: str, generation: int | None, *, uid: str | None = None,
+                       current_status: Mapping[str, Any] | None = None) -> None: ...  # fmt: skip
+
+    def set_extra(self, key: str, conditions: OperatorConditions) -> None: ...
+
+    def record_event(self, key: str, type: str, reason: str, message: str) -> None: ...
+
+    def forget(self, key: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Resource:
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any] | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass
+class Resolved:
+    secrets: tuple[str, ...] = ()
+    headers: dict[str, str] = field(default_factory=dict)
+    ca_bundle: str | None = None
+    errors: list[str] = field(default_factory=list)
+    refs: set[tuple[str, str]] = field(default_factory=set)
+
+
+class Reconciler:
+    def __init__(self, dispatcher: Dispatcher, secrets: SecretReader, status: StatusSink, *,
+                 admins: tuple[str, ...] = (), ui_base_url: str | None = None) -> None:  # fmt: skip
+        self._dispatcher = dispatcher
+        self._secrets = secrets
+        self._status = status
+        self._admins = admins
+        self._ui_base_url = ui_base_url
+        self._resources: dict[str, Resource] = {}
+        self._refs: dict[str, set[tuple[str, str]]] = {}
+        self._warned: dict[str, int] = {}  # key -> generation already warned about inline secrets
+
+    def known(self, key: str) -> bool:
+        return key in self._resources
+
+    def keys(self) -> set[str]:
+        return set(self._resources)
+
+    def references(self, namespace: str, name: str) -> bool:
+        """Whether any Webhook uses this Secret (only those are cached and trigger re-reconciles)."""
+        return any((namespace, name) in refs for refs in self._refs.values())
+
+    async def apply(self, resource: Resource) -> WebhookTarget | None:
+        """Register (or re-register) a Webhook. Returns the target, or None when the spec cannot be parsed at all
+        (only possible if the CRD in the cluster is older than the operator)."""
+        key = resource.key
+        self._resources[key] = resource
+        self._status.set_generation(key, resource.generation, uid=resource.uid, current_status=resource.status)
+        try:
+            spec = WebhookSpec.model_validate(dict(resource.spec))
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"])
+            message = f"spec.{where}: {first['msg']}" if where else first["msg"]
+            log.warning("webhook %s has an invalid spec: %s", key, message)
+            self._status.set_extra(key, OperatorConditions(configuration_error=f"invalid spec: {message}"))
+            return None
+        resolved = await self._resolve(resource.namespace, spec)
+        self._refs[key] = resolved.refs
+        errors = list(resolved.errors)
+        if spec.webhook_config.payload_template is not None:
+            try:
+                compile_template(spec.webhook_config.payload_template)
+            except FormatError as exc:
+                errors.append(str(exc))
+        warnings = self._inline_secret_warnings(spec)
+        if warnings and self._warned.get(key) != resource.generation:
+            self._warned[key] = resource.generation
+            self._status.record_event(key, "Warning", "InlineSecret", " ".join(warnings))
+        self._status.set_extra(key, OperatorConditions(warnings=tuple(warnings)))
+        target = WebhookTarget(
+            key=key, spec=spec, secrets=resolved.secrets, secret_headers=resolved.headers,
+            ca_bundle=resolved.ca_bundle, config_error="; ".join(errors) or None, admins=self._admins,
+            ui_base_url=self._ui_base_url,
+        )  # fmt: skip
+        await self._dispatcher.register(target)
+        return target
+
+    async def remove(self, namespace: str, name: str) -> None:
+        key = f"{namespace}/{name}"
+        self._resources.pop(key, None)
+        self._refs.pop(key, None)
+        self._warned.pop(key, None)
+        await self._dispatcher.unregister(key)
+        self._status.forget(key)
+
+    async def secret_changed(self, namespace: str, name: str) -> int:
+        """A Secret was created, changed or deleted: re-apply every Webhook that references it (rotation takes
+        effect without touching the Webhook). Returns how many were re-applied."""
+        dependents = [key for key, refs in self._refs.items() if (namespace, name) in refs]
+        for key in dependents:
+            resource = self._resources.get(key)
+            if resource is not None:
+                await self.apply(resource)
+        return len(dependents)
+
+    async def _value(self, namespace: str, name: str, key: str, what: str, out: Resolved) -> str | None:
+        out.refs.add((namespace, name))
+        data = await self._secrets.read(namespace, name)
+        if data is None:
+            out.errors.append(f"{what}: Secret {namespace}/{name} not found")
+            return None
+        if key not in data:
+            out.errors.append(f"{what}: Secret {namespace}/{name} has no key {key!r}")
+            return None
+        return data[key]
+
+    async def _resolve(self, namespace: str, spec: WebhookSpec) -> Resolved:
+        cfg = spec.webhook_config
+        out = Resolved()
+        if cfg.secret_key_ref is not None:
+            ref = cfg.secret_key_ref
+            value = await self._value(namespace, ref.name, ref.key, "webhookConfig.secretKeyRef", out)
+            if value is not None:
+                out.secrets = (value,)
+        elif cfg.secret_key:
+            out.secrets = (cfg.secret_key,)
+        if out.secrets and cfg.signature_scheme is SignatureScheme.STANDARD_WEBHOOKS:
+            try:
+                standard_webhooks_key(out.secrets[0])
+            except ValueError as exc:
+                out.errors.append(f"webhookConfig signing secret: {exc}")
+        for i, header in enumerate(cfg.headers_from or []):
+            ref = header.secret_key_ref
+            value = await self._value(namespace, ref.name, ref.key, f"webhookConfig.headersFrom[{i}]", out)
+            if value is not None:
+                out.headers[header.name] = value.strip("\r\n")
+        if cfg.tls is not None and cfg.tls.ca_bundle_secret_ref is not None:
+            ref = cfg.tls.ca_bundle_secret_ref
+            out.ca_bundle = await self._value(namespace, ref.name, ref.key, "webhookConfig.tls.caBundleSecretRef", out)
+        return out
+
+    @staticmethod
+    def _inline_secret_warnings(spec: WebhookSpec) -> list[str]:
+        cfg = spec.webhook_config
+        warnings = []
+        if cfg.secret_key:
+            warnings.append("webhookConfig.secretKey is inline and lands in git: move it to a Secret "
+                            "(webhookConfig.secretKeyRef).")  # fmt: skip
+        inline = sorted(h for h in (cfg.headers or {}) if h.lower() in _SECRETISH_HEADERS)
+        if inline:
+            warnings.append(f"webhookConfig.headers {', '.join(inline)} look like credentials and land in git: "
+                            "use webhookConfig.headersFrom.")  # fmt: skip
+        return warnings

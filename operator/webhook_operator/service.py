@@ -1,0 +1,152 @@
+"""The operator's component graph: store → dispatcher (with sender) → status writer, plus the intake and health
+servers, built once from the configuration and started/stopped as a unit.
+
+Built here rather than in the kopf start-up handler so that tests and benchmarks can run the whole data path
+(intake → store → delivery → status) without kopf, and so the handler stays a one-liner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+
+from aiohttp import web
+from kubernetes import client as k8s
+
+from webhook_operator.config import OperatorConfig
+from webhook_operator.delivery.dispatcher import Dispatcher, DispatcherConfig
+from webhook_operator.delivery.sender import AiohttpSender
+from webhook_operator.delivery.ssrf import AddressPolicy
+from webhook_operator.intake.app import build_app
+from webhook_operator.intake.auth import FileTokens, TokenSource, load_hmac_secret
+from webhook_operator.metrics import CONTENT_TYPE, Metrics
+from webhook_operator.reconcile import Reconciler, Resource, SecretReader
+from webhook_operator.status.events import EventRecorder
+from webhook_operator.status.writer import StatusWriter
+from webhook_operator.store.sqlite import SqliteStore
+
+log = logging.getLogger(__name__)
+
+PRUNE_EVERY = 3600.0
+
+
+class _Observers:
+    """Fan a snapshot out to the status writer and the metrics."""
+
+    def __init__(self, writer: StatusWriter, metrics: Metrics) -> None:
+        self._writer, self._metrics = writer, metrics
+
+    def webhook_changed(self, snapshot: object) -> None:
+        from webhook_operator.api.outcomes import WebhookSnapshot
+
+        assert isinstance(snapshot, WebhookSnapshot)
+        self._metrics.webhook_changed(snapshot)
+        self._writer.webhook_changed(snapshot)
+
+
+class OperatorService:
+    def __init__(self, config: OperatorConfig, *, api: k8s.ApiClient, secrets: SecretReader,
+                 tokens: TokenSource | None = None) -> None:  # fmt: skip
+        self.config = config
+        self.metrics = Metrics()
+        self.store = SqliteStore(config.store_path, synchronous=config.store_sync)
+        policy = AddressPolicy.from_config(
+            allow=config.ssrf_allow_cidr, deny=config.ssrf_deny_cidr, allow_loopback=config.allow_loopback
+        )
+        self.sender = AiohttpSender(policy)
+        self.events = EventRecorder(api)
+        self.writer = StatusWriter(api, interval=config.status_interval, events=self.events)
+        self.dispatcher = Dispatcher(
+            self.store, self.sender, observer=_Observers(self.writer, self.metrics),
+            config=DispatcherConfig(retry=config.retry, max_concurrency=config.max_concurrency,
+                                    on_attempt=self.metrics.attempt),
+        )  # fmt: skip
+        self.secrets = secrets
+        self.reconciler = Reconciler(self.dispatcher, secrets, self.writer, admins=config.admins,
+                                     ui_base_url=config.ui_base_url)  # fmt: skip
+        if tokens is None and config.intake_token_file is not None:
+            tokens = FileTokens(config.intake_token_file)
+        hmac_secret = load_hmac_secret(config.intake_hmac_secret_file) if config.intake_hmac_secret_file else None
+        self.ready = False
+        self.intake_app = build_app(
+            self.dispatcher, tokens=tokens, allow_anonymous=config.intake_allow_anonymous, hmac_secret=hmac_secret,
+            max_body=config.intake_max_body, ready=lambda: self.ready,
+        )  # fmt: skip
+        self._runners: list[web.AppRunner] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self.writer.start()
+        await self._serve(self.intake_app, self.config.intake_address)
+        await self._serve(self._health_app(), self.config.health_address)
+        self._tasks.append(asyncio.create_task(self._prune_forever(), name="store-prune"))
+
+    async def initial_sync(self, resources: Sequence[Resource]) -> None:
+        """Register every existing Webhook, drop queues of Webhooks deleted while we were down, then open the
+        intake (``/readyz`` and ``POST /api/v1/events`` answer 503 until here)."""
+        for resource in resources:
+            await self.reconciler.apply(resource)
+        known = self.reconciler.keys()
+        watched = set(self.config.namespaces)
+        for key in await self.store.webhooks_with_pending():
+            namespace = key.partition("/")[0]
+            if key not in known and (not watched or namespace in watched):
+                log.info("purging the queue of %s: the Webhook no longer exists", key)
+                await self.dispatcher.unregister(key)
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        await self.dispatcher.stop()
+        await self.writer.stop()
+        await self.sender.close()
+        await self.store.close()
+
+    # -- servers ---------------------------------------------------------------------------------------------
+
+    async def _serve(self, app: web.Application, address: tuple[str, int]) -> None:
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await runner.setup()
+        await web.TCPSite(runner, address[0], address[1]).start()
+        self._runners.append(runner)
+
+    def bound_port(self, index: int) -> int:
+        """The port a server really bound (tests configure port 0)."""
+        server = self._runners[index].addresses[0]
+        return int(server[1])
+
+    def _health_app(self) -> web.Application:
+        async def healthz(request: web.Request) -> web.Response:
+            return web.json_response({"status": "ok"})
+
+        async def readyz(request: web.Request) -> web.Response:
+            if not self.ready:
+                return web.json_response({"status": "starting"}, status=503)
+            return web.json_response({"status": "ready", "webhooks": len(self.dispatcher.keys())})
+
+        async def metrics(request: web.Request) -> web.Response:
+            return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+        app = web.Application()
+        app.router.add_get("/healthz", healthz)
+        app.router.add_get("/readyz", readyz)
+        app.router.add_get("/metrics", metrics)
+        return app
+
+    async def _prune_forever(self) -> None:
+        while True:
+            await asyncio.sleep(PRUNE_EVERY)
+            with contextlib.suppress(Exception):
+                removed = await self.store.prune(time.time() - self.config.retention)
+                log.info("retention: pruned %d delivered events", removed)
