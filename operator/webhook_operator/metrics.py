@@ -7,6 +7,7 @@ ten thousand webhooks times a dozen buckets would be a cardinality problem for n
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -21,8 +22,12 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.deliveries = Counter("webhook_operator_deliveries", "Delivery attempts by outcome (events per attempt "
-                                  "counted once per attempt).", ["namespace", "webhook", "outcome"], registry=r)  # fmt: skip
+        self.deliveries = Counter(
+            "webhook_operator_deliveries",
+            "Delivery attempts by outcome.",
+            ["namespace", "webhook", "outcome"],
+            registry=r,
+        )
         self.attempt_seconds = Histogram(
             "webhook_operator_delivery_attempt_seconds", "HTTP attempt duration.", ["outcome"], registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
@@ -63,15 +68,11 @@ class Metrics:
         ns, name = self._labels(key)
         self._oldest.pop(key, None)
         for metric in (self.queue_depth, self.oldest_age, self.retries):
-            try:
+            with contextlib.suppress(KeyError):
                 metric.remove(ns, name)
-            except KeyError:
-                pass
         for outcome in ("delivered", "failed"):
-            try:
+            with contextlib.suppress(KeyError):
                 self.deliveries.remove(ns, name, outcome)
-            except KeyError:
-                pass
 
     def render(self) -> bytes:
         now = time.time()

@@ -4,25 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from support.cluster import Cluster, wait_for
-from support.webhooks import CRD_FILE, EXAMPLES, INVALID, Invalid, base_spec, load_documents, manifest
-
-
-@pytest.fixture(scope="session")
-def webhook_crd(cluster: Cluster) -> Iterator[None]:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/webhooks.events.open-metadata.org", "--timeout=60s")
-    wait_for(
-        lambda: "webhooks" in cluster.kubectl("api-resources", "--api-group=events.open-metadata.org").stdout,
-        30,
-        "webhooks to be served",
-    )
-    yield
+from support.webhooks import EXAMPLES, INVALID, Invalid, base_spec, load_documents, manifest
 
 
 def _subset(small: Any, big: Any, path: str = "") -> list[str]:

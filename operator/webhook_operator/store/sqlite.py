@@ -370,7 +370,8 @@ class SqliteStore:
     async def events_between(self, since: float | None, until: float | None, limit: int) -> list[QueuedEvent]:
         def fn(conn: sqlite3.Connection) -> list[QueuedEvent]:
             rows = conn.execute(
-                "SELECT seq, event_id, body, received_at FROM events WHERE received_at >= ? AND received_at < ? ORDER BY seq "
+                "SELECT seq, event_id, body, received_at FROM events WHERE received_at >= ? AND received_at < ? "
+                "ORDER BY seq "
                 "LIMIT ?",
                 (since if since is not None else 0.0, until if until is not None else float("inf"), limit),
             ).fetchall()
@@ -381,7 +382,8 @@ class SqliteStore:
     async def events_by_id(self, event_ids: Sequence[str]) -> list[QueuedEvent]:
         def fn(conn: sqlite3.Connection) -> list[QueuedEvent]:
             rows = conn.execute(
-                f"SELECT seq, event_id, body, received_at FROM events WHERE event_id IN ({qmarks(len(event_ids))}) ORDER BY seq",
+                "SELECT seq, event_id, body, received_at FROM events "
+                f"WHERE event_id IN ({qmarks(len(event_ids))}) ORDER BY seq",
                 list(event_ids),
             ).fetchall()
             return [QueuedEvent(0, r[0], r[1], bytes(r[2]), r[3]) for r in rows]
