@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml hack/bootstrap.sh
 install: $(STAMP)
 
 controlplane: $(STAMP)
-	$(PY) -m controlplane build
+	PYTHONPATH=hack $(PY) -m controlplane build
+	PYTHONPATH=hack $(PY) -m controlplane build-helm
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check operator hack tests

@@ -98,7 +98,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         shutil.rmtree(workdir, ignore_errors=True)
         pytest.fail(f"the local control plane could not start: {exc}", pytrace=False)
     try:
-        yield Cluster(plane.kubeconfig, kubectl, local=True)
+        yield Cluster(plane.kubeconfig, kubectl, local=True, plane=plane)
         plane.check_alive()
     finally:
         plane.stop()

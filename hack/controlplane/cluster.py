@@ -140,6 +140,21 @@ class ControlPlane:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def stop_apiserver(self) -> None:
+        """Stop only kube-apiserver (etcd and the controller-manager stay), to test clients through an outage."""
+        for proc in [p for p in self._procs if p.name == "kube-apiserver"]:
+            proc.popen.terminate()
+            try:
+                proc.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+                proc.popen.wait()
+            self._procs.remove(proc)
+
+    def start_apiserver(self, timeout: float = 90.0) -> None:
+        """Start kube-apiserver again on the same port with the same keys (clients keep their kubeconfig)."""
+        self._start_apiserver(timeout)
+
     def check_alive(self) -> None:
         """Raise with the log tail of any component that has exited."""
         for proc in self._procs:

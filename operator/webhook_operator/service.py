@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from aiohttp import web
 from kubernetes import client as k8s
 
+from webhook_operator.api.outcomes import WebhookSnapshot
 from webhook_operator.config import OperatorConfig
 from webhook_operator.delivery.dispatcher import Dispatcher, DispatcherConfig
 from webhook_operator.delivery.sender import AiohttpSender
@@ -25,6 +27,7 @@ from webhook_operator.intake.auth import FileTokens, TokenSource, load_hmac_secr
 from webhook_operator.metrics import CONTENT_TYPE, Metrics
 from webhook_operator.reconcile import Reconciler, Resource, SecretReader
 from webhook_operator.status.events import EventRecorder
+from webhook_operator.status.summary import OperatorConditions
 from webhook_operator.status.writer import StatusWriter
 from webhook_operator.store.sqlite import SqliteStore
 
@@ -34,17 +37,29 @@ PRUNE_EVERY = 3600.0
 
 
 class _Observers:
-    """Fan a snapshot out to the status writer and the metrics."""
+    """Fan the engine's snapshots out to the status writer and the metrics, and a deleted webhook's removal to
+    both (so its series disappear with it)."""
 
     def __init__(self, writer: StatusWriter, metrics: Metrics) -> None:
         self._writer, self._metrics = writer, metrics
 
-    def webhook_changed(self, snapshot: object) -> None:
-        from webhook_operator.api.outcomes import WebhookSnapshot
-
-        assert isinstance(snapshot, WebhookSnapshot)
+    def webhook_changed(self, snapshot: WebhookSnapshot) -> None:
         self._metrics.webhook_changed(snapshot)
         self._writer.webhook_changed(snapshot)
+
+    def set_generation(self, key: str, generation: int | None, *, uid: str | None = None,
+                       current_status: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+        self._writer.set_generation(key, generation, uid=uid, current_status=current_status)
+
+    def set_extra(self, key: str, conditions: OperatorConditions) -> None:
+        self._writer.set_extra(key, conditions)
+
+    def record_event(self, key: str, type: str, reason: str, message: str) -> None:
+        self._writer.record_event(key, type, reason, message)
+
+    def forget(self, key: str) -> None:
+        self._writer.forget(key)
+        self._metrics.forget(key)
 
 
 class OperatorService:
@@ -59,13 +74,14 @@ class OperatorService:
         self.sender = AiohttpSender(policy)
         self.events = EventRecorder(api)
         self.writer = StatusWriter(api, interval=config.status_interval, events=self.events)
+        observers = _Observers(self.writer, self.metrics)
         self.dispatcher = Dispatcher(
-            self.store, self.sender, observer=_Observers(self.writer, self.metrics),
+            self.store, self.sender, observer=observers,
             config=DispatcherConfig(retry=config.retry, max_concurrency=config.max_concurrency,
                                     on_attempt=self.metrics.attempt),
         )  # fmt: skip
         self.secrets = secrets
-        self.reconciler = Reconciler(self.dispatcher, secrets, self.writer, admins=config.admins,
+        self.reconciler = Reconciler(self.dispatcher, secrets, observers, admins=config.admins,
                                      ui_base_url=config.ui_base_url)  # fmt: skip
         if tokens is None and config.intake_token_file is not None:
             tokens = FileTokens(config.intake_token_file)
@@ -110,6 +126,7 @@ class OperatorService:
             await runner.cleanup()
         await self.dispatcher.stop()
         await self.writer.stop()
+        self.events.close()
         await self.sender.close()
         await self.store.close()
 

@@ -24,6 +24,7 @@ class Cluster:
     kubeconfig: Path
     kubectl_bin: Path
     local: bool  # True for the project's own control plane (loopback only)
+    plane: Any = None  # the controlplane.cluster.ControlPlane when local (to stop/start the API server)
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60

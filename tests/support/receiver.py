@@ -31,6 +31,8 @@ class Receiver:
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
     responder: Callable[[int], tuple[int, dict[str, str]]] | None = None
+    #: Status per request path (e.g. {"/failing": 503}); other paths use ``status``.
+    status_by_path: dict[str, int] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
     attempts: int = 0
     runner: web.AppRunner | None = None
@@ -41,7 +43,10 @@ class Receiver:
         self.attempts += 1
         if self.delay:
             await asyncio.sleep(self.delay)
-        status, headers = self.responder(self.attempts) if self.responder else (self.status, self.headers)
+        if self.responder:
+            status, headers = self.responder(self.attempts)
+        else:
+            status, headers = self.status_by_path.get(request.path, self.status), self.headers
         if 200 <= status < 300:
             self.received.append(Received(request.path, dict(request.headers), body, time.time()))
         return web.Response(status=status, headers=headers, text="ok" if status < 300 else "nope")

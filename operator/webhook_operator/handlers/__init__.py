@@ -4,6 +4,6 @@
 kopf callback into one call on the reconciler or the service, built at start-up and passed through kopf's memo.
 """
 
-from webhook_operator.handlers import lifecycle, secrets, webhooks
-
-__all__ = ["lifecycle", "secrets", "webhooks"]
+import webhook_operator.handlers.lifecycle
+import webhook_operator.handlers.secrets
+import webhook_operator.handlers.webhooks  # noqa: F401

@@ -27,6 +27,9 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
     settings.posting.enabled = False
     settings.peering.standalone = True
+    # No namespace/CRD scanning: the resources are known, and scanning needs cluster-wide list/watch on
+    # namespaces and CRDs that least-privilege RBAC does not grant.
+    settings.scanning.disabled = True
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30

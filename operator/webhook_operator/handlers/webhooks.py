@@ -21,9 +21,9 @@ async def webhook_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await service.reconciler.apply(resource_of(body))
 
 
-# optional=True: no finalizer. Cleanup is local (queue state) and a Webhook deleted while the operator was down is
-# purged at the next start-up, so blocking deletion on the operator would buy nothing.
-@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+# No finalizer: cleanup is local (queue state), so a raw DELETED watch event is enough, and a Webhook deleted while
+# the operator was down is purged at the next start-up. Blocking deletion on the operator would buy nothing.
+@kopf.on.event(GROUP, VERSION, PLURAL, when=lambda type, **_: type == "DELETED")
 async def webhook_deleted(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     service: OperatorService = memo.service
     await service.reconciler.remove(str(meta.namespace), str(meta.name))
