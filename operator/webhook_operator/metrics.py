@@ -74,6 +74,14 @@ class Metrics:
             with contextlib.suppress(KeyError):
                 self.deliveries.remove(ns, name, outcome)
 
+    def sync_status_patches(self, total: int, failures: int) -> None:
+        """Bring the status-patch counters up to the writer's own tallies (it counts; we only expose)."""
+        for result, value in (("ok", total - failures), ("error", failures)):
+            counter = self.status_patches.labels(result)
+            missing = value - counter._value.get()
+            if missing > 0:
+                counter.inc(missing)
+
     def render(self) -> bytes:
         now = time.time()
         for key, oldest in self._oldest.items():

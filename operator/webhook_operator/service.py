@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -20,10 +21,12 @@ from kubernetes import client as k8s
 from webhook_operator.api.outcomes import WebhookSnapshot
 from webhook_operator.config import OperatorConfig
 from webhook_operator.delivery.dispatcher import Dispatcher, DispatcherConfig
+from webhook_operator.delivery.operations import Operations
 from webhook_operator.delivery.sender import AiohttpSender
 from webhook_operator.delivery.ssrf import AddressPolicy
-from webhook_operator.intake.app import build_app
-from webhook_operator.intake.auth import FileTokens, TokenSource, load_hmac_secret
+from webhook_operator.intake.app import add_routes, build_app
+from webhook_operator.intake.auth import Authenticator, BearerAuth, FileTokens, TokenSource, load_hmac_secret
+from webhook_operator.intake.operations import operation_routes
 from webhook_operator.metrics import CONTENT_TYPE, Metrics
 from webhook_operator.reconcile import Reconciler, Resource, SecretReader
 from webhook_operator.status.events import EventRecorder
@@ -64,7 +67,7 @@ class _Observers:
 
 class OperatorService:
     def __init__(self, config: OperatorConfig, *, api: k8s.ApiClient, secrets: SecretReader,
-                 tokens: TokenSource | None = None) -> None:  # fmt: skip
+                 tokens: TokenSource | None = None, api_auth: Authenticator | None = None) -> None:  # fmt: skip
         self.config = config
         self.metrics = Metrics()
         self.store = SqliteStore(config.store_path, synchronous=config.store_sync)
@@ -75,11 +78,11 @@ class OperatorService:
         self.events = EventRecorder(api)
         self.writer = StatusWriter(api, interval=config.status_interval, events=self.events)
         observers = _Observers(self.writer, self.metrics)
-        self.dispatcher = Dispatcher(
-            self.store, self.sender, observer=observers,
-            config=DispatcherConfig(retry=config.retry, max_concurrency=config.max_concurrency,
-                                    on_attempt=self.metrics.attempt),
-        )  # fmt: skip
+        dispatch = DispatcherConfig(retry=config.retry, max_concurrency=config.max_concurrency,
+                                    on_attempt=self.metrics.attempt)  # fmt: skip
+        self.dispatcher = Dispatcher(self.store, self.sender, observer=observers, config=dispatch)
+        self.operations = Operations(self.dispatcher, self.store, self.sender, observer=self.writer,
+                                     user_agent=dispatch.user_agent)  # fmt: skip
         self.secrets = secrets
         self.reconciler = Reconciler(self.dispatcher, secrets, observers, admins=config.admins,
                                      ui_base_url=config.ui_base_url)  # fmt: skip
@@ -91,8 +94,22 @@ class OperatorService:
             self.dispatcher, tokens=tokens, allow_anonymous=config.intake_allow_anonymous, hmac_secret=hmac_secret,
             max_body=config.intake_max_body, ready=lambda: self.ready,
         )  # fmt: skip
+        self._mount_operations(api_auth, tokens)
+        self.intake_app.middlewares.insert(0, self._count_intake)  # outermost: sees the final status code
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _mount_operations(self, auth: Authenticator | None, tokens: TokenSource | None) -> None:
+        """The operations API on the intake's port: ``api_auth=kubernetes`` needs the Kubernetes authenticator
+        (the kopf start-up passes it), ``tokens`` takes the intake's bearer tokens (never anonymous)."""
+        if auth is None and self.config.api_auth == "tokens":
+            if tokens is None:
+                raise ValueError("--api-auth=tokens needs intake tokens (--intake-token-file)")
+            auth = BearerAuth(tokens)
+        if auth is None:
+            log.warning("operations API not served: --api-auth=kubernetes without a Kubernetes authenticator")
+            return
+        add_routes(self.intake_app, operation_routes(self.operations), auth=auth)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -132,6 +149,20 @@ class OperatorService:
 
     # -- servers ---------------------------------------------------------------------------------------------
 
+    @web.middleware
+    async def _count_intake(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        response: web.StreamResponse = await handler(request)
+        if request.path == "/api/v1/events":
+            self.metrics.intake_requests.labels(str(response.status)).inc()
+            body = getattr(response, "body", None)
+            if response.status == 202 and isinstance(body, bytes):
+                counts = json.loads(body)
+                self.metrics.intake_events.labels("accepted").inc(counts.get("accepted", 0))
+                self.metrics.intake_events.labels("duplicate").inc(counts.get("duplicates", 0))
+            elif response.status >= 400:
+                self.metrics.intake_events.labels("rejected").inc()
+        return response
+
     async def _serve(self, app: web.Application, address: tuple[str, int]) -> None:
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await runner.setup()
@@ -153,6 +184,8 @@ class OperatorService:
             return web.json_response({"status": "ready", "webhooks": len(self.dispatcher.keys())})
 
         async def metrics(request: web.Request) -> web.Response:
+            stats = self.writer.stats
+            self.metrics.sync_status_patches(stats.patches_total, stats.patch_failures_total)
             return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
         app = web.Application()
