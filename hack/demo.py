@@ -96,7 +96,7 @@ def kubectl(plane: ControlPlane, *args: str, stdin: str | None = None, show: boo
 
 
 def post(port: int, events: list[dict[str, Any]]) -> dict[str, Any]:
-    request = urllib.request.Request(  # noqa: S310 - loopback
+    request = urllib.request.Request(
         f"http://127.0.0.1:{port}/api/v1/events", data=json.dumps(events).encode(), method="POST",
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
     )  # fmt: skip
@@ -111,7 +111,7 @@ def wait_ready(port: int, operator: subprocess.Popen[bytes], log: Path, timeout:
         if operator.poll() is not None:
             raise SystemExit(f"the operator exited:\n{log.read_text()[-3000:]}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):  # noqa: S310 - loopback
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
                 return
         except OSError:
             time.sleep(0.2)
@@ -178,7 +178,7 @@ def main() -> int:
             time.sleep(1.0)
         kubectl(plane, "get", "webhooks", "-n", "demo", show=True)
 
-        print(f"\n== waiting for the flaky endpoint to heal and the held events to flow", flush=True)
+        print("\n== waiting for the flaky endpoint to heal and the held events to flow", flush=True)
         deadline = time.monotonic() + args.fail_for + 60
         while time.monotonic() < deadline:
             status = json.loads(kubectl(plane, "get", "webhook", "flaky", "-n", "demo", "-o", "json")).get("status", {})

@@ -14,7 +14,7 @@ from support.events import ROOT
 
 FORBIDDEN = ("webhook_operator.delivery", "webhook_operator.status", "webhook_operator.handlers",
              "webhook_operator.cli", "webhook_operator.config", "kopf")  # fmt: skip
-MODULES = ("app", "auth", "errors", "openapi", "parsing", "submitter")
+MODULES = ("app", "auth", "errors", "openapi", "operations", "parsing", "submitter")
 
 
 def test_intake_imports_nothing_it_must_not() -> None:

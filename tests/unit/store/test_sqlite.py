@@ -152,8 +152,9 @@ async def test_prune_never_drops_queued_events(store: SqliteStore) -> None:
 async def test_requeue_puts_old_events_behind_newer_ones(store: SqliteStore) -> None:
     queued = (await store.enqueue([_ev(1, "ns/a"), _ev(2, "ns/a")])).queued["ns/a"]
     await store.complete("ns/a", [queued[0].qid], _record("ns/a"))
-    count = await store.requeue("ns/a", ["id-1"], _record("ns/a", AttemptOutcome.REDELIVERY_QUEUED))
-    assert count == 1
+    entries = await store.requeue("ns/a", ["id-1", "id-9"], _record("ns/a", AttemptOutcome.REDELIVERY_QUEUED))
+    assert [e.event_id for e in entries] == ["id-1"] and entries[0].body == b'{"n":1}'
+    assert entries[0].qid > queued[1].qid
     assert [e.event_id for e in await store.pending("ns/a")] == ["id-2", "id-1"]
 
 
@@ -171,3 +172,17 @@ async def test_purge_forgets_a_webhook(store: SqliteStore) -> None:
     await store.enqueue([_ev(1, "ns/a"), _ev(2, "ns/b")])
     await store.purge("ns/a")
     assert await store.pending_count("ns/a") == 0 and await store.pending_count("ns/b") == 1
+
+
+async def test_delivered_events_are_what_the_log_shows_delivered_or_skipped(store: SqliteStore) -> None:
+    t0 = time.time()
+    queued = (await store.enqueue([_ev(i, "ns/a") for i in range(1, 6)])).queued["ns/a"]
+    await store.complete("ns/a", [queued[0].qid, queued[1].qid], _record("ns/a", event_ids=["id-1", "id-2"]))
+    await store.fail("ns/a", _record("ns/a", AttemptOutcome.FAILED, event_ids=["id-3"]), RetryState())
+    await store.skip("ns/a", [queued[3].qid], _record("ns/a", AttemptOutcome.SKIPPED, event_ids=["id-4"]))
+    await store.log(_record("ns/b", event_ids=["id-5"]))
+    got = await store.delivered_events("ns/a", t0 - 1, None, 100)
+    assert [e.event_id for e in got] == ["id-1", "id-2", "id-4"]  # id-3 is still queued (failed), id-5 is ns/b's
+    assert [e.event_id for e in await store.delivered_events("ns/a", t0 - 1, None, 2)] == ["id-1", "id-2"]
+    assert await store.delivered_events("ns/a", time.time() + 10, None, 100) == []
+    assert await store.delivered_events("ns/a", t0 - 10, t0 - 5, 100) == []
