@@ -43,6 +43,10 @@ async def stats(request: web.Request) -> web.Response:
     return web.json_response({**state, "arrivals": arrivals})
 
 
+async def count(request: web.Request) -> web.Response:
+    return web.json_response(state)
+
+
 async def reset(request: web.Request) -> web.Response:
     arrivals.clear()
     state.update(requests=0, events=0)
@@ -54,6 +58,7 @@ def main() -> None:
     app = web.Application(client_max_size=32 * 1024 * 1024)
     app.router.add_post("/hook/{n}", hook)
     app.router.add_get("/stats", stats)
+    app.router.add_get("/count", count)
     app.router.add_post("/reset", reset)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -21,13 +21,12 @@ from dataclasses import dataclass, field
 from webhook_operator import __version__
 from webhook_operator.api.events import ChangeEvent
 from webhook_operator.api.outcomes import NullObserver, StateObserver, WebhookSnapshot
-from webhook_operator.delivery import signing
 from webhook_operator.delivery.lane import PAGE, PAUSED_FAILED, PAUSED_LIMIT, Lane
+from webhook_operator.delivery.request import build_request
 from webhook_operator.delivery.retry import RetryPolicy
-from webhook_operator.delivery.sender import Outcome, OutcomeKind, Request, Sender
+from webhook_operator.delivery.sender import Outcome, OutcomeKind, Sender
 from webhook_operator.delivery.target import WebhookTarget, mask, mask_credentials
-from webhook_operator.formats.base import FormatError, RenderContext
-from webhook_operator.formats.registry import formatter_for
+from webhook_operator.formats.base import FormatError
 from webhook_operator.routing import CompiledFilters, FilterError
 from webhook_operator.store.base import (
     AttemptOutcome,
@@ -151,10 +150,17 @@ class Dispatcher:
 
     # -- operations ----------------------------------------------------------------------------------------
 
+    def target(self, key: str) -> WebhookTarget:
+        """The registered target of ``key``; KeyError when the webhook is not registered."""
+        return self._lanes[key].target
+
     async def resume(self, key: str, who: str = "operator") -> bool:
+        """Send the held batch now: leaves retryLimitReached/failed, or cuts an awaitingRetry wait short (the retry
+        schedule starts over). False when nothing is held or paused."""
         lane = self._lanes[key]
-        if not lane.resume():
+        if lane.retry.paused is None and not lane.retry.held_qids:
             return False
+        lane.resume()
         await self._store.save_retry_state(key, lane.retry)
         await self._store.log(self._note(lane, AttemptOutcome.RESUMED, f"resumed by {who}"))
         self._notify(lane)
@@ -176,6 +182,17 @@ class Dispatcher:
         self._kick(lane)
         return [e.event_id for e in held]
 
+    async def redeliver(self, key: str, event_ids: Sequence[str], record: AttemptRecord) -> list[str]:
+        """Queue stored events again for ``key``, in the given order, behind what it has queued; ``record`` (who
+        asked) goes into its log in the same commit. Returns the ids queued (those the store still holds)."""
+        lane = self._lanes[key]
+        entries = await self._store.requeue(key, event_ids, record)
+        if entries and self._lanes.get(key) is lane:
+            lane.append(entries)
+            self._notify(lane)
+            self._kick(lane)
+        return [e.event_id for e in entries]
+
     async def idle(self, within: float = 30.0) -> None:
         """Wait until no lane has a runnable batch (tests and benchmarks)."""
         deadline = time.monotonic() + within
@@ -184,12 +201,21 @@ class Dispatcher:
                 raise TimeoutError("dispatcher still busy")
             await asyncio.sleep(0.005)
 
+    @staticmethod
+    async def _confirm(lane: Lane) -> None:
+        """Wait until the lane's previous completion is committed (raises StoreUnavailable if it failed)."""
+        commit, lane.commit = lane.commit, None
+        if commit is not None:
+            await commit
+
     async def stop(self) -> None:
         self._stopping = True
         tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        commits = [lane.commit for lane in self._lanes.values() if lane.commit is not None]
+        await asyncio.gather(*commits, return_exceptions=True)  # record what was delivered before closing
 
     # -- workers -------------------------------------------------------------------------------------------
 
@@ -248,36 +274,15 @@ class Dispatcher:
             self._cache(entry.seq, event)
         return event
 
-    def _render_context(self, target: WebhookTarget) -> RenderContext:
-        cfg = target.spec.webhook_config
-        return RenderContext(
-            webhook_name=target.name, webhook_type=target.spec.webhook_type, batch_size=target.spec.batch_size,
-            payload_template=cfg.payload_template, send_to_admins=cfg.send_to_admins,
-            send_to_owners=cfg.send_to_owners, send_to_followers=cfg.send_to_followers, admins=target.admins,
-            ui_base_url=target.ui_base_url,
-        )  # fmt: skip
-
     async def _attempt(self, lane: Lane, batch: list[QueuedEvent]) -> None:
-        target = lane.target
-        cfg = target.spec.webhook_config
         delivery_id = Lane.delivery_id(lane.key, batch)
         started = self._clock()
         try:
-            rendered = formatter_for(target.spec.webhook_type).render(
-                [self._event(e) for e in batch], self._render_context(target)
-            )
+            request = build_request(lane.target, [self._event(e) for e in batch], delivery_id, started,
+                                    user_agent=self._config.user_agent)  # fmt: skip
         except FormatError as exc:
             outcome = Outcome(OutcomeKind.PERMANENT, None, 0.0, f"payload could not be rendered: {exc}")
         else:
-            headers = {"Content-Type": rendered.content_type, "User-Agent": self._config.user_agent}
-            headers.update(target.headers())
-            headers["X-Webhook-Delivery-Id"] = delivery_id
-            if len(batch) == 1:
-                headers["X-OpenMetadata-Event-Id"] = batch[0].event_id
-            headers.update(signing.signature_headers(cfg.signature_scheme, target.secrets, delivery_id,
-                                                     rendered.body, started))  # fmt: skip
-            request = Request(cfg.endpoint, rendered.body, headers, float(cfg.timeout), target.ca_bundle,
-                              cfg.tls.insecure_skip_verify if cfg.tls else False)  # fmt: skip
             async with self._sem:
                 outcome = await self._sender.send(request)
         await self._record(lane, batch, delivery_id, started, outcome)
@@ -297,7 +302,10 @@ class Dispatcher:
         if self._config.on_attempt is not None:
             self._config.on_attempt(record)
         if outcome.ok:
-            await self._store.complete(lane.key, [e.qid for e in batch], record)
+            # Pipelined: the next batch may go out while this completion commits, but never two unconfirmed
+            # completions per lane, so a crash repeats at most the batches of one round trip.
+            await self._confirm(lane)
+            lane.commit = asyncio.ensure_future(self._store.complete(lane.key, [e.qid for e in batch], record))
             lane.pop(batch)
             lane.counters.delivered += len(batch)
             lane.counters.last_success_at = started + outcome.duration_ms / 1000
@@ -319,6 +327,7 @@ class Dispatcher:
                     retry.paused, retry.next_attempt_at = PAUSED_LIMIT, None
                 else:
                     retry.next_attempt_at = now + delay
+            await self._confirm(lane)
             await self._store.fail(lane.key, record, retry)
             lane.counters.failed += 1
         self._notify(lane)

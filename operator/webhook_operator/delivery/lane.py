@@ -41,6 +41,8 @@ class Lane:
     pending_total: int = 0
     wake: asyncio.Event | None = None
     task: asyncio.Task[None] | None = None
+    #: The last completion write, not yet confirmed (see Dispatcher._record).
+    commit: asyncio.Future[None] | None = None
     last_error: str | None = None
 
     @property
@@ -74,9 +76,11 @@ class Lane:
 
     def pop(self, batch: list[QueuedEvent]) -> None:
         done = {e.qid for e in batch}
+        popped = 0
         while self.queue and self.queue[0].qid in done:
             self.queue.popleft()
-        if any(e.qid in done for e in self.queue):  # held batch not at the head (never expected): remove anyway
+            popped += 1
+        if popped < len(done):  # batch not at the head (never expected): remove the rest wherever they are
             self.queue = deque(e for e in self.queue if e.qid not in done)
         self.pending_total = max(0, self.pending_total - len(batch))
 
