@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from support.cluster import Cluster, wait_for
 from support.events import raw
 from support.operator import OperatorProcess, receiver, wait_status
