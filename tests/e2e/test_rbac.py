@@ -56,8 +56,10 @@ def test_operator_works_with_exactly_the_charts_rbac(
     try:
         docs = _render_rbac(release, operator_ns, [namespace] if mode == "watch-namespaces" else [])
         for doc in docs:
-            cluster.apply(doc, "-n", operator_ns if doc["kind"] in {"ServiceAccount", "Role", "RoleBinding"} and
-                          doc["metadata"].get("namespace") in (None, operator_ns) else doc["metadata"].get("namespace", operator_ns))  # fmt: skip
+            if doc["kind"] in {"ServiceAccount", "Role", "RoleBinding"}:
+                cluster.apply(doc, "-n", doc["metadata"].get("namespace") or operator_ns)
+            else:
+                cluster.apply(doc)
         account = next(d for d in docs if d["kind"] == "ServiceAccount")["metadata"]["name"]
         kubeconfig = _token_kubeconfig(cluster, operator_ns, account, tmp_path / "sa-kubeconfig")
         # Sanity: the identity really is restricted.
