@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+
 from support.webhooks import ROOT
 
 

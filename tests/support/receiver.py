@@ -33,6 +33,8 @@ class Receiver:
     responder: Callable[[int], tuple[int, dict[str, str]]] | None = None
     #: Status per request path (e.g. {"/failing": 503}); other paths use ``status``.
     status_by_path: dict[str, int] = field(default_factory=dict)
+    #: Answer with the request's headers as JSON (to check that echoed credentials are masked in logs).
+    echo: bool = False
     received: list[Received] = field(default_factory=list)
     attempts: int = 0
     runner: web.AppRunner | None = None
@@ -49,7 +51,8 @@ class Receiver:
             status, headers = self.status_by_path.get(request.path, self.status), self.headers
         if 200 <= status < 300:
             self.received.append(Received(request.path, dict(request.headers), body, time.time()))
-        return web.Response(status=status, headers=headers, text="ok" if status < 300 else "nope")
+        text = json.dumps(dict(request.headers)) if self.echo else ("ok" if status < 300 else "nope")
+        return web.Response(status=status, headers=headers, text=text)
 
     async def start(self) -> Receiver:
         app = web.Application(client_max_size=64 * 1024 * 1024)

@@ -354,6 +354,30 @@ class DeliveryCounts(_Model):
     pending: int = Field(default=0, ge=0, description="Events queued for delivery.")
 
 
+class LastTest(_Model):
+    time: datetime = Field(description="When the test delivery was sent.")
+    success: bool = Field(description="Whether the endpoint answered 2xx.")
+    status_code: int | None = Field(default=None, alias="statusCode", description="HTTP status of the answer.")
+    latency_ms: int = Field(default=0, ge=0, alias="latencyMs", description="Time to the answer, milliseconds.")
+    error: str | None = Field(default=None, description="Why the test failed (secrets masked).")
+    event_id: str | None = Field(default=None, alias="eventId", description="Id of the synthetic test event.")
+    requested_by: str | None = Field(
+        default=None, alias="requestedBy", description="Who asked: a user, or the manager of the annotation."
+    )
+    trigger: str | None = Field(
+        default=None, description="The events.open-metadata.org/test annotation value that asked, if any."
+    )
+
+
+class HandledAnnotations(_Model):
+    """The last value of each operation annotation the operator acted on; a different value is a new request."""
+
+    test: str | None = Field(default=None, description="Last handled events.open-metadata.org/test value.")
+    resume: str | None = Field(default=None, description="Last handled events.open-metadata.org/resume value.")
+    skip: str | None = Field(default=None, description="Last handled events.open-metadata.org/skip value.")
+    redeliver: str | None = Field(default=None, description="Last handled events.open-metadata.org/redeliver value.")
+
+
 class WebhookStatus(_Model):
     observed_generation: int | None = Field(
         default=None,
@@ -374,4 +398,15 @@ class WebhookStatus(_Model):
     )
     counts: DeliveryCounts | None = Field(
         default=None, description="Delivery counters since the webhook was registered with the operator."
+    )
+    last_test: LastTest | None = Field(
+        default=None,
+        alias="lastTest",
+        description=EXTENSION + "Result of the last test delivery (annotation events.open-metadata.org/test, "
+        "the operations API or kubectl webhook test).",
+    )
+    handled_annotations: HandledAnnotations | None = Field(
+        default=None,
+        alias="handledAnnotations",
+        description=EXTENSION + "Operation annotations already acted on, so a restart does not repeat them.",
     )

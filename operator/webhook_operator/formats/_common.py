@@ -118,6 +118,7 @@ _ACTIONS = {
     "entitySoftDeleted": "was soft-deleted",
     "entityDeleted": "was deleted",
     "entityRestored": "was restored",
+    "webhookTest": "was tested (a test event from webhook-operator; nothing changed)",
 }
 #: Events whose changeDescription is not about this event (created: none; hard delete: the previous change).
 _NO_CHANGE_SUMMARY = frozenset({"entityCreated", "entityDeleted"})

@@ -5,5 +5,6 @@ kopf callback into one call on the reconciler or the service, built at start-up 
 """
 
 import webhook_operator.handlers.lifecycle
+import webhook_operator.handlers.operations
 import webhook_operator.handlers.secrets
 import webhook_operator.handlers.webhooks  # noqa: F401

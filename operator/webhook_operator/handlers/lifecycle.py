@@ -14,6 +14,7 @@ import kopf
 
 from webhook_operator.config import OperatorConfig
 from webhook_operator.handlers import kube
+from webhook_operator.handlers.apiauth import KubernetesAuth
 from webhook_operator.service import OperatorService
 
 ANNOTATION_PREFIX = "webhook-operator.events.open-metadata.org"
@@ -44,7 +45,8 @@ async def startup(
     configure(settings, config)
     api = kube.api_client()
     memo.secret_cache = kube.SecretCache(api)
-    service = OperatorService(config, api=api, secrets=memo.secret_cache)
+    api_auth = KubernetesAuth(api) if config.api_auth == "kubernetes" else None  # else: the intake's tokens
+    service = OperatorService(config, api=api, secrets=memo.secret_cache, api_auth=api_auth)
     await service.start()
     memo.service = service
     # Register every existing Webhook before the intake reports ready, so no accepted event misses a webhook

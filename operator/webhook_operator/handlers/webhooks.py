@@ -27,3 +27,4 @@ async def webhook_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 async def webhook_deleted(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     service: OperatorService = memo.service
     await service.reconciler.remove(str(meta.namespace), str(meta.name))
+    service.operations.forget(f"{meta.namespace}/{meta.name}")

@@ -17,8 +17,11 @@ from typing import Any
 
 from webhook_operator import __version__
 from webhook_operator.api.events import LIFECYCLE_EVENT_TYPES, ChangeEvent
+from webhook_operator.api.operations import MAX_REDELIVERY
 from webhook_operator.intake.auth import OM_SIGNATURE_HEADER, SEED_SIGNATURE_HEADER
+from webhook_operator.intake.operations import WEBHOOK_PATH
 from webhook_operator.intake.parsing import DEFAULT_MAX_EVENTS
+from webhook_operator.store.base import AttemptOutcome
 
 EVENTS_PATH = "/api/v1/events"
 OPENAPI_PATH = "/api/v1/openapi.json"
@@ -71,6 +74,112 @@ def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str,
     return response
 
 
+def _operations_schemas() -> dict[str, dict[str, Any]]:
+    nullable_int = {"type": ["integer", "null"]}
+    nullable_text = {"type": ["string", "null"]}
+    text = {"type": "string"}
+    return {
+        "DeliveryLogEntry": {
+            "type": "object",
+            "description": "One HTTP attempt, or one operation (note says what and who asked). Secrets masked.",
+            "properties": {
+                "id": {"type": "integer"}, "time": {"type": "string", "format": "date-time"},
+                "outcome": {"enum": [o.value for o in AttemptOutcome]}, "attempt": {"type": "integer"},
+                "deliveryId": text, "eventIds": {"type": "array", "items": text}, "statusCode": nullable_int,
+                "durationMs": {"type": "number"}, "error": nullable_text,
+                "responseBody": {"type": "string", "description": "The receiver's answer, first 1024 characters."},
+                "note": text,
+            },
+        },
+        "DeliveryLogPage": {
+            "type": "object",
+            "properties": {
+                "webhook": text, "items": {"type": "array", "items": _ref("DeliveryLogEntry")},
+                "next": {"type": ["string", "null"], "description": "Cursor of the next page; null on the last."},
+            },
+        },
+        "TestResult": {
+            "type": "object",
+            "description": "The test delivery, as also written to status.lastTest.",
+            "properties": {
+                "time": {"type": "string", "format": "date-time"}, "success": {"type": "boolean"},
+                "statusCode": nullable_int, "latencyMs": {"type": "number"}, "error": nullable_text,
+                "eventId": text, "requestedBy": text, "trigger": nullable_text, "message": text,
+            },
+        },
+        "OperationResult": {
+            "type": "object",
+            "properties": {"message": text, "skipped": {"type": "array", "items": text}},
+        },
+        "RedeliverRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "Either eventIds, or since (and until): the events this Webhook delivered or skipped that "
+            "were accepted in [since, until). Times are RFC 3339 or ages (2h).",
+            "properties": {
+                "eventIds": {"type": "array", "items": text, "maxItems": MAX_REDELIVERY}, "since": text,
+                "until": text, "to": {"type": "string", "description": "Another Webhook in the same namespace."},
+            },
+        },
+        "RedeliverResult": {
+            "type": "object",
+            "properties": {"target": text, "queued": {"type": "array", "items": text},
+                           "missing": {"type": "array", "items": text}, "message": text},
+        },
+    }  # fmt: skip
+
+
+def _operations_paths(www_authenticate: dict[str, Any], retry_after: dict[str, Any]) -> dict[str, Any]:
+    def json_body(name: str) -> dict[str, Any]:
+        return {"content": {"application/json": {"schema": _ref(name)}}}
+
+    def errors(*statuses: str) -> dict[str, Any]:
+        texts = {
+            "400": _error("A bad parameter or body (named in `error`)."),
+            "401": _error("No token, or one the API server (TokenReview) does not accept.", www_authenticate),
+            "403": _error("The caller may not get (read) or patch (operate) this Webhook (SubjectAccessReview)."),
+            "404": _error("No such Webhook served by this operator."),
+            "409": _error("Nothing to do in the Webhook's current state (nothing held, disabled target, ...)."),
+            "503": _error("The Kubernetes API could not be asked about the caller; retry.", retry_after),
+        }
+        return {status: texts[status] for status in statuses}
+
+    webhook = [
+        {"name": "namespace", "in": "path", "required": True, "schema": {"type": "string"}},
+        {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+    ]
+    query = [
+        {"name": "status", "in": "query", "schema": {"enum": [o.value for o in AttemptOutcome]}},
+        {"name": "since", "in": "query", "schema": {"type": "string"}, "description": "RFC 3339 or an age (1h)."},
+        {"name": "until", "in": "query", "schema": {"type": "string"}, "description": "RFC 3339 or an age."},
+        {"name": "cursor", "in": "query", "schema": {"type": "string"}, "description": "`next` of the last page."},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+    ]
+    security: list[dict[str, list[str]]] = [{"kubernetesToken": []}]
+
+    def post(op: str, summary: str, result: str, status: str = "200", **extra: Any) -> dict[str, Any]:
+        return {"post": {"operationId": op, "summary": summary, "security": security, "parameters": webhook,
+                         **extra, "responses": {status: {"description": summary, **json_body(result)},
+                                                **errors("400", "401", "403", "404", "409", "503")}}}  # fmt: skip
+
+    base = WEBHOOK_PATH
+    return {
+        base + "/deliveries": {"get": {
+            "operationId": "getDeliveries", "summary": "The Webhook's delivery log, oldest first (docs/operations.md)",
+            "security": security, "parameters": webhook + query,
+            "responses": {"200": {"description": "A page of the log.", **json_body("DeliveryLogPage")},
+                          **errors("400", "401", "403", "404", "503")},
+        }},
+        base + "/test": post("testWebhook", "Send a synthetic test event; the result is also status.lastTest",
+                             "TestResult"),
+        base + "/resume": post("resumeWebhook", "Send the held batch now", "OperationResult"),
+        base + "/skip": post("skipHeldBatch", "Drop the held batch (logged) and go on", "OperationResult"),
+        base + "/redeliver": post("redeliverEvents", "Queue past events again, in acceptance order",
+                                  "RedeliverResult", "202",
+                                  requestBody={"required": True, **json_body("RedeliverRequest")}),
+    }  # fmt: skip
+
+
 def openapi_document() -> dict[str, Any]:
     """The document as JSON-ready data."""
     schemas = _event_schemas()
@@ -113,6 +222,7 @@ def openapi_document() -> dict[str, Any]:
                 },
             },
         },
+        **_operations_schemas(),
         "Error": {
             "type": "object",
             "required": ["error", "status"],
@@ -182,10 +292,10 @@ def openapi_document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {
-            "title": "webhook-operator event intake",
+            "title": "webhook-operator event intake and operations API",
             "version": __version__,
             "description": "Receives OpenMetadata ChangeEvents and delivers them to the Webhooks declared as "
-            "Kubernetes resources. See docs/intake.md.",
+            "Kubernetes resources. See docs/intake.md and docs/operations.md.",
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },
         "servers": [
@@ -197,6 +307,7 @@ def openapi_document() -> dict[str, Any]:
         "security": [{"bearerAuth": []}],
         "paths": {
             EVENTS_PATH: {"post": post},
+            **_operations_paths(www_authenticate, retry_after),
             OPENAPI_PATH: {
                 "get": {
                     "operationId": "getOpenAPI",
@@ -214,7 +325,14 @@ def openapi_document() -> dict[str, Any]:
                     "scheme": "bearer",
                     "description": "A token from the intake token file or Secret. Anonymous posting exists only "
                     "when the operator runs with --intake-allow-anonymous.",
-                }
+                },
+                "kubernetesToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "Operations API: the caller's own Kubernetes token (TokenReview, then "
+                    "SubjectAccessReview: get on the Webhook to read, patch to operate), or with --api-auth=tokens "
+                    "an intake token. Also accepted in X-Webhook-Operator-Authorization (service proxy).",
+                },
             },
         },
     }

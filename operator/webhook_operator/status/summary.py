@@ -200,6 +200,18 @@ def summarize(
     }
 
 
+def with_operations(
+    status: dict[str, Any], last_test: Mapping[str, Any] | None, handled: Mapping[str, str] | None
+) -> dict[str, Any]:
+    """``status`` plus the operations' fields, ``lastTest`` and ``handledAnnotations``, when known. Unlike the
+    rest they are only ever set, never cleared, so when unknown they are left out of the merge patch (kept)."""
+    if last_test:
+        status["lastTest"] = dict(last_test)
+    if handled:
+        status["handledAnnotations"] = dict(handled)
+    return status
+
+
 def pruned(value: Any) -> Any:
     """``value`` without ``None`` entries (recursively): what the API server stores after a merge patch, so a
     status read back from the resource compares equal to the one that was written."""

@@ -31,12 +31,19 @@ from webhook_operator.api.outcomes import Reason, WebhookSnapshot
 from webhook_operator.status.events import WARNING, EventRecorder, ObjectRef, transition_events
 from webhook_operator.status.kube import ClientSource, Kube, classify, describe
 from webhook_operator.status.schedule import Outcome, Scheduler, TokenBucket
-from webhook_operator.status.summary import NO_CONDITIONS, OperatorConditions, pruned, summarize, truncate
+from webhook_operator.status.summary import (
+    NO_CONDITIONS,
+    OperatorConditions,
+    pruned,
+    summarize,
+    truncate,
+    with_operations,
+)
 
 log = logging.getLogger(__name__)
 
 Patcher = Callable[[str, str, dict[str, Any]], None]  # (namespace, name, status) -> None; blocking, raises on error
-_Signature = tuple[str | None, str | None, tuple[str, ...], int | None]
+_Signature = tuple[str | None, str | None, tuple[str, ...], int | None, int]
 _MAX_EVENT_BACKLOG = 10_000
 
 
@@ -51,12 +58,15 @@ class _Entry:
     operator: OperatorConditions = NO_CONDITIONS
     written: dict[str, Any] | None = None  # last status written or observed (pruned: as the API server stores it)
     written_signature: _Signature | None = None
+    last_test: dict[str, Any] | None = None  # status.lastTest
+    handled: dict[str, str] = field(default_factory=dict)  # status.handledAnnotations
+    operations: int = 0  # bumped by every operation result, so it is written at once
 
     def signature(self) -> _Signature:
         """The parts whose change is a transition worth writing at once (see ``schedule``)."""
         state = self.snapshot.state.value if self.snapshot is not None else None
         op = self.operator
-        return (state, op.configuration_error, op.warnings, self.generation)
+        return (state, op.configuration_error, op.warnings, self.generation, self.operations)
 
 
 @dataclass(frozen=True)
@@ -169,6 +179,11 @@ class StatusWriter:
             entry.uid = uid
         if current_status is not None and entry.written is None:
             entry.written = pruned(dict(current_status))
+            last_test, handled = current_status.get("lastTest"), current_status.get("handledAnnotations")
+            if isinstance(last_test, Mapping) and entry.last_test is None:
+                entry.last_test = dict(last_test)
+            if isinstance(handled, Mapping):
+                entry.handled = {**{k: v for k, v in handled.items() if isinstance(v, str)}, **entry.handled}
         if generation != entry.generation:
             entry.generation = generation
             self._mark(entry)
@@ -182,6 +197,23 @@ class StatusWriter:
         error = conditions.configuration_error
         if error is not None and error != before.configuration_error:
             self._queue_event(entry, WARNING, Reason.CONFIGURATION_ERROR, error)
+        self._mark(entry)
+
+    def set_last_test(self, key: str, last_test: Mapping[str, Any]) -> None:
+        """``status.lastTest``: the result of the latest test delivery (a transition: written on the leading edge)."""
+        entry = self._entry(key)
+        entry.last_test = dict(last_test)
+        entry.operations += 1
+        self._mark(entry)
+
+    def set_handled(self, key: str, operation: str, value: str) -> None:
+        """``status.handledAnnotations``: an operation annotation's value was acted on (written on the leading
+        edge, so a restart soon after does not repeat it)."""
+        entry = self._entry(key)
+        if entry.handled.get(operation) == value:
+            return
+        entry.handled[operation] = value
+        entry.operations += 1
         self._mark(entry)
 
     def record_event(self, key: str, type: str, reason: str, message: str) -> None:
@@ -295,6 +327,7 @@ class StatusWriter:
                 operator=entry.operator,
                 previous=entry.written,
             )
+            status = with_operations(status, entry.last_test, entry.handled)
         if status is None or pruned(status) == entry.written:
             version = self._sched.begin(key)
             if status is not None:

@@ -143,8 +143,10 @@ class Store(Protocol):
         """Dequeue a held batch into the dead letters, recorded in the log (never silently)."""
         ...
 
-    async def requeue(self, webhook: str, event_ids: Sequence[str], record: AttemptRecord) -> int:
-        """Queue stored events again for a webhook (redelivery). Returns how many were queued."""
+    async def requeue(self, webhook: str, event_ids: Sequence[str], record: AttemptRecord) -> list[QueuedEvent]:
+        """Queue stored events again for a webhook (redelivery), in the given order, behind everything already
+        queued, and log ``record`` — one commit. Returns the new queue entries (ids the store does not hold are
+        left out) so the dispatcher can deliver them without reading them back."""
         ...
 
     async def log(self, record: AttemptRecord) -> None: ...
@@ -162,6 +164,13 @@ class Store(Protocol):
         ...
 
     async def events_by_id(self, event_ids: Sequence[str]) -> list[QueuedEvent]: ...
+
+    async def delivered_events(
+        self, webhook: str, since: float | None, until: float | None, limit: int
+    ) -> list[QueuedEvent]:
+        """Events accepted in ``[since, until)`` that the delivery log shows as delivered to (or skipped by)
+        ``webhook``, in acceptance order: what "redeliver this webhook's events of that hour" means."""
+        ...
 
     async def purge(self, webhook: str) -> None:
         """Forget a deleted webhook: its queue, retry state, counters (the delivery log ages out by retention)."""

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from webhook_operator.store.base import (
+    AttemptOutcome,
     AttemptQuery,
     AttemptRecord,
     Counters,
@@ -242,16 +243,19 @@ class SqliteStore:
 
         await self._write(op)
 
-    async def requeue(self, webhook: str, event_ids: Sequence[str], record: AttemptRecord) -> int:
-        def op(conn: sqlite3.Connection) -> int:
-            count = 0
+    async def requeue(self, webhook: str, event_ids: Sequence[str], record: AttemptRecord) -> list[QueuedEvent]:
+        def op(conn: sqlite3.Connection) -> list[QueuedEvent]:
+            entries: list[QueuedEvent] = []
             for event_id in event_ids:  # keep the caller's order
-                cur = conn.execute(
-                    "INSERT INTO queue(webhook, seq) SELECT ?, seq FROM events WHERE event_id = ?", (webhook, event_id)
-                )
-                count += cur.rowcount
+                row = conn.execute(
+                    "SELECT seq, body, received_at FROM events WHERE event_id = ?", (event_id,)
+                ).fetchone()
+                if row is None:
+                    continue
+                cur = conn.execute("INSERT INTO queue(webhook, seq) VALUES (?,?)", (webhook, row[0]))
+                entries.append(QueuedEvent(int(cur.lastrowid or 0), row[0], event_id, bytes(row[1]), row[2]))
             conn.execute(INSERT_ATTEMPT, record_row(record))
-            return count
+            return entries
 
         return await self._write(op)
 
@@ -389,3 +393,23 @@ class SqliteStore:
             return [QueuedEvent(0, r[0], r[1], bytes(r[2]), r[3]) for r in rows]
 
         return await self._read(fn) if event_ids else []
+
+    async def delivered_events(
+        self, webhook: str, since: float | None, until: float | None, limit: int
+    ) -> list[QueuedEvent]:
+        low = since if since is not None else 0.0
+        high = until if until is not None else float("inf")
+
+        def fn(conn: sqlite3.Connection) -> list[QueuedEvent]:
+            # An event is attempted after it was accepted, so attempts before ``since`` cannot hold one of them.
+            rows = conn.execute(
+                "SELECT e.seq, e.event_id, e.body, e.received_at FROM events e "
+                "WHERE e.received_at >= ? AND e.received_at < ? AND e.event_id IN ("
+                "  SELECT j.value FROM attempts a, json_each(a.event_ids) j"
+                "  WHERE a.webhook = ? AND a.outcome IN (?, ?) AND a.started_at >= ?) "
+                "ORDER BY e.seq LIMIT ?",
+                (low, high, webhook, AttemptOutcome.DELIVERED.value, AttemptOutcome.SKIPPED.value, low, limit),
+            ).fetchall()
+            return [QueuedEvent(0, r[0], r[1], bytes(r[2]), r[3]) for r in rows]
+
+        return await self._read(fn)

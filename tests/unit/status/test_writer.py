@@ -272,3 +272,26 @@ async def test_a_saturated_pool_never_stalls(api: FakeApi, make_writer: Callable
     for i in range(5):
         writer.webhook_changed(snap(key=f"ns/h{i}"))
     await eventually(lambda: len(api.patches) == 5, timeout=2)
+
+
+async def test_last_test_and_handled_annotations_are_written_and_kept(
+    api: FakeApi, make_writer: Callable[..., StatusWriter]
+) -> None:
+    writer = make_writer(interval=0.2)
+    existing = {"status": "active", "lastTest": {"time": "2020-01-01T00:00:00.000Z", "success": True},
+                "handledAnnotations": {"test": "0", "skip": "s"}}  # fmt: skip
+    writer.set_generation("ns/h", 1, current_status=existing)
+    writer.webhook_changed(snap())
+    await writer.start()
+    await eventually(lambda: len(api.patches) == 1)
+    assert api.stored["ns/h"]["lastTest"] == existing["lastTest"]  # an operator restart keeps them
+    assert api.stored["ns/h"]["handledAnnotations"] == {"test": "0", "skip": "s"}
+    writer.set_handled("ns/h", "test", "1")
+    writer.set_last_test("ns/h", {"time": "2027-01-15T08:00:00.000Z", "success": False, "statusCode": 503})
+    await eventually(lambda: api.stored["ns/h"].get("lastTest", {}).get("statusCode") == 503)
+    assert api.stored["ns/h"]["handledAnnotations"] == {"test": "1", "skip": "s"}
+    patches = len(api.patches)
+    writer.set_handled("ns/h", "test", "1")  # unchanged: nothing to write
+    writer.webhook_changed(snap(delivered=3))  # a counter change keeps lastTest in the complete status
+    assert await writer.flush_now() == 1 and len(api.patches) == patches + 1
+    assert api.stored["ns/h"]["lastTest"]["statusCode"] == 503 and api.stored["ns/h"]["counts"]["delivered"] == 3

@@ -1,0 +1,42 @@
+"""One batch of events for one webhook → the signed HTTP request that carries it.
+
+Shared by regular deliveries (the dispatcher) and test deliveries (``delivery.operations``), so a test goes through
+exactly the format, headers and signature a real delivery would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from webhook_operator.api.events import ChangeEvent
+from webhook_operator.delivery import signing
+from webhook_operator.delivery.sender import Request
+from webhook_operator.delivery.target import WebhookTarget
+from webhook_operator.formats.base import RenderContext
+from webhook_operator.formats.registry import formatter_for
+
+
+def render_context(target: WebhookTarget) -> RenderContext:
+    cfg = target.spec.webhook_config
+    return RenderContext(
+        webhook_name=target.name, webhook_type=target.spec.webhook_type, batch_size=target.spec.batch_size,
+        payload_template=cfg.payload_template, send_to_admins=cfg.send_to_admins,
+        send_to_owners=cfg.send_to_owners, send_to_followers=cfg.send_to_followers, admins=target.admins,
+        ui_base_url=target.ui_base_url,
+    )  # fmt: skip
+
+
+def build_request(target: WebhookTarget, events: Sequence[ChangeEvent], delivery_id: str, now: float, *,
+                  user_agent: str, extra_headers: Mapping[str, str] | None = None) -> Request:  # fmt: skip
+    """Render, add the configured headers, sign. Raises ``FormatError`` when the payload cannot be rendered."""
+    cfg = target.spec.webhook_config
+    rendered = formatter_for(target.spec.webhook_type).render(events, render_context(target))
+    headers = {"Content-Type": rendered.content_type, "User-Agent": user_agent}
+    headers.update(target.headers())
+    headers["X-Webhook-Delivery-Id"] = delivery_id
+    if len(events) == 1:
+        headers["X-OpenMetadata-Event-Id"] = events[0].id
+    headers.update(extra_headers or {})
+    headers.update(signing.signature_headers(cfg.signature_scheme, target.secrets, delivery_id, rendered.body, now))
+    return Request(cfg.endpoint, rendered.body, headers, float(cfg.timeout), target.ca_bundle,
+                   cfg.tls.insecure_skip_verify if cfg.tls else False)  # fmt: skip
