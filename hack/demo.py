@@ -38,10 +38,11 @@ TOKEN = "demo-intake-token"
 
 
 class DemoReceiver:
-    """Prints one line per request; /flaky answers 503 until ``heal_at``."""
+    """Prints one line per request; /flaky answers 503 for ``fail_for`` seconds from its first request."""
 
     def __init__(self, fail_for: float) -> None:
-        self.heal_at = time.time() + fail_for
+        self.fail_for = fail_for
+        self.heal_at: float | None = None
         self.port = free_port()
         self.count = 0
         self.loop = asyncio.new_event_loop()
@@ -60,7 +61,9 @@ class DemoReceiver:
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         name = request.match_info["name"]
-        if name == "flaky" and time.time() < self.heal_at:
+        if name == "flaky" and self.heal_at is None:
+            self.heal_at = time.time() + self.fail_for
+        if name == "flaky" and self.heal_at is not None and time.time() < self.heal_at:
             print(f"  receiver  /{name:<30} -> 503 (failing for {self.heal_at - time.time():.0f} s more)", flush=True)
             return web.Response(status=503)
         self.count += 1

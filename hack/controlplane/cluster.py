@@ -142,7 +142,10 @@ class ControlPlane:
 
     def stop_apiserver(self) -> None:
         """Stop only kube-apiserver (etcd and the controller-manager stay), to test clients through an outage."""
-        for proc in [p for p in self._procs if p.name == "kube-apiserver"]:
+        self._stop_component("kube-apiserver")
+
+    def _stop_component(self, name: str) -> None:
+        for proc in [p for p in self._procs if p.name == name]:
             proc.popen.terminate()
             try:
                 proc.popen.wait(15)
@@ -156,14 +159,7 @@ class ControlPlane:
         restart kube-controller-manager: its informers back off for ~40 s after an outage, which would slow every
         test that follows (default ServiceAccounts, namespace deletion)."""
         self._start_apiserver(timeout)
-        for proc in [p for p in self._procs if p.name == "kube-controller-manager"]:
-            proc.popen.terminate()
-            try:
-                proc.popen.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.popen.kill()
-                proc.popen.wait()
-            self._procs.remove(proc)
+        self._stop_component("kube-controller-manager")
         self._start_controller_manager(timeout)
 
     def check_alive(self) -> None:

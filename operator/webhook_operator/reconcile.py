@@ -11,6 +11,7 @@ queueing, and delivers the held events once the Secret appears or the spec is fi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -83,7 +84,8 @@ class Reconciler:
         self._ui_base_url = ui_base_url
         self._resources: dict[str, Resource] = {}
         self._refs: dict[str, set[tuple[str, str]]] = {}
-        self._warned: dict[str, int] = {}  # key -> generation already warned about inline secrets
+        self._warned: dict[str, int] = {}
+        self._locks: dict[str, asyncio.Lock] = {}  # key -> generation already warned about inline secrets
 
     def known(self, key: str) -> bool:
         return key in self._resources
@@ -95,9 +97,17 @@ class Reconciler:
         """Whether any Webhook uses this Secret (only those are cached and trigger re-reconciles)."""
         return any((namespace, name) in refs for refs in self._refs.values())
 
+    def _lock(self, key: str) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
     async def apply(self, resource: Resource) -> WebhookTarget | None:
         """Register (or re-register) a Webhook. Returns the target, or None when the spec cannot be parsed at all
-        (only possible if the CRD in the cluster is older than the operator)."""
+        (only possible if the CRD in the cluster is older than the operator). Serialised per webhook: the kopf
+        handlers and the Secret watch call it concurrently."""
+        async with self._lock(resource.key):
+            return await self._apply(resource)
+
+    async def _apply(self, resource: Resource) -> WebhookTarget | None:
         key = resource.key
         self._resources[key] = resource
         self._status.set_generation(key, resource.generation, uid=resource.uid, current_status=resource.status)
@@ -110,7 +120,7 @@ class Reconciler:
             log.warning("webhook %s has an invalid spec: %s", key, message)
             self._status.set_extra(key, OperatorConditions(configuration_error=f"invalid spec: {message}"))
             return None
-        resolved = await self._resolve(resource.namespace, spec)
+        resolved = await self._resolve(resource.namespace, spec, key)
         self._refs[key] = resolved.refs
         errors = list(resolved.errors)
         if spec.webhook_config.payload_template is not None:
@@ -131,26 +141,40 @@ class Reconciler:
         await self._dispatcher.register(target)
         return target
 
-    async def remove(self, namespace: str, name: str) -> None:
+    async def remove(self, namespace: str, name: str, uid: str | None = None) -> None:
+        """Forget a deleted Webhook. With ``uid``, only if the registered one is that object: a deletion of an old
+        object seen after a new one of the same name was created must not remove the new one."""
         key = f"{namespace}/{name}"
-        self._resources.pop(key, None)
-        self._refs.pop(key, None)
-        self._warned.pop(key, None)
-        await self._dispatcher.unregister(key)
-        self._status.forget(key)
+        async with self._lock(key):
+            current = self._resources.get(key)
+            if uid and current is not None and current.uid and current.uid != uid:
+                log.info("ignoring the deletion of an older %s (uid %s); uid %s is registered", key, uid, current.uid)
+                return
+            self._resources.pop(key, None)
+            self._refs.pop(key, None)
+            self._warned.pop(key, None)
+            await self._dispatcher.unregister(key)
+            self._status.forget(key)
 
     async def secret_changed(self, namespace: str, name: str) -> int:
         """A Secret was created, changed or deleted: re-apply every Webhook that references it (rotation takes
         effect without touching the Webhook). Returns how many were re-applied."""
         dependents = [key for key, refs in self._refs.items() if (namespace, name) in refs]
         for key in dependents:
-            resource = self._resources.get(key)
-            if resource is not None:
-                await self.apply(resource)
+            async with self._lock(key):
+                resource = self._resources.get(key)  # read under the lock: it may have been removed meanwhile
+                if resource is None:
+                    continue
+                try:
+                    await self._apply(resource)
+                except Exception:  # one failing dependent must not leave the others on the old Secret
+                    log.exception("re-applying %s after Secret %s/%s changed failed", key, namespace, name)
         return len(dependents)
 
-    async def _value(self, namespace: str, name: str, key: str, what: str, out: Resolved) -> str | None:
+    async def _value(self, namespace: str, name: str, key: str, what: str, out: Resolved, webhook: str) -> str | None:
         out.refs.add((namespace, name))
+        # Known as referenced before the read, so a Secret created while we read is not ignored by the watch.
+        self._refs.setdefault(webhook, set()).add((namespace, name))
         data = await self._secrets.read(namespace, name)
         if data is None:
             out.errors.append(f"{what}: Secret {namespace}/{name} not found")
@@ -160,12 +184,12 @@ class Reconciler:
             return None
         return data[key]
 
-    async def _resolve(self, namespace: str, spec: WebhookSpec) -> Resolved:
+    async def _resolve(self, namespace: str, spec: WebhookSpec, webhook: str) -> Resolved:
         cfg = spec.webhook_config
         out = Resolved()
         if cfg.secret_key_ref is not None:
             ref = cfg.secret_key_ref
-            value = await self._value(namespace, ref.name, ref.key, "webhookConfig.secretKeyRef", out)
+            value = await self._value(namespace, ref.name, ref.key, "webhookConfig.secretKeyRef", out, webhook)
             if value is not None:
                 out.secrets = (value,)
         elif cfg.secret_key:
@@ -177,12 +201,14 @@ class Reconciler:
                 out.errors.append(f"webhookConfig signing secret: {exc}")
         for i, header in enumerate(cfg.headers_from or []):
             ref = header.secret_key_ref
-            value = await self._value(namespace, ref.name, ref.key, f"webhookConfig.headersFrom[{i}]", out)
+            value = await self._value(namespace, ref.name, ref.key, f"webhookConfig.headersFrom[{i}]", out, webhook)
             if value is not None:
                 out.headers[header.name] = value.strip("\r\n")
         if cfg.tls is not None and cfg.tls.ca_bundle_secret_ref is not None:
             ref = cfg.tls.ca_bundle_secret_ref
-            out.ca_bundle = await self._value(namespace, ref.name, ref.key, "webhookConfig.tls.caBundleSecretRef", out)
+            out.ca_bundle = await self._value(
+                namespace, ref.name, ref.key, "webhookConfig.tls.caBundleSecretRef", out, webhook
+            )
         return out
 
     @staticmethod

@@ -124,10 +124,13 @@ class OperatorService:
         """Register every existing Webhook, drop queues of Webhooks deleted while we were down, then open the
         intake (``/readyz`` and ``POST /api/v1/events`` answer 503 until here)."""
         for resource in resources:
-            await self.reconciler.apply(resource)
+            try:
+                await self.reconciler.apply(resource)
+            except Exception:  # one bad resource must not keep the others (and the intake) down
+                log.exception("could not register %s at start-up; kopf will retry it", resource.key)
         known = self.reconciler.keys()
         watched = set(self.config.namespaces)
-        for key in await self.store.webhooks_with_pending():
+        for key in await self.store.webhook_keys():
             namespace = key.partition("/")[0]
             if key not in known and (not watched or namespace in watched):
                 log.info("purging the queue of %s: the Webhook no longer exists", key)

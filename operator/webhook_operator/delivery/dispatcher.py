@@ -74,18 +74,24 @@ class Dispatcher:
         self._sem = asyncio.Semaphore(self._config.max_concurrency)
         self._parsed: OrderedDict[int, ChangeEvent] = OrderedDict()
         self._stopping = False
+        self._register_locks: dict[str, asyncio.Lock] = {}
 
     # -- registration --------------------------------------------------------------------------------------
 
     async def register(self, target: WebhookTarget) -> WebhookSnapshot:
         """Add or replace a webhook. A changed configuration resumes a paused or retrying webhook at once.
         Filters that do not compile make it a configuration error (state failed), never an exception here."""
+        async with self._register_locks.setdefault(target.key, asyncio.Lock()):
+            return await self._register(target)
+
+    async def _register(self, target: WebhookTarget) -> WebhookSnapshot:
+        lane = self._lanes.get(target.key)
         try:
             filters = CompiledFilters.compile(target.spec.event_filters)
         except FilterError as exc:
             target = dataclasses.replace(target, config_error=target.config_error or str(exc))
-            filters = CompiledFilters.compile([])
-        lane = self._lanes.get(target.key)
+            # Keep routing by the last good filters so nothing is dropped while the spec is being fixed.
+            filters = lane.filters if lane is not None else CompiledFilters.compile([])
         if lane is None:
             retry = await self._store.retry_state(target.key)
             counters = await self._store.counters(target.key)
@@ -106,6 +112,7 @@ class Dispatcher:
 
     async def unregister(self, key: str) -> None:
         """The Webhook is gone: stop its worker and drop its queue and retry state."""
+        self._register_locks.pop(key, None)
         lane = self._lanes.pop(key, None)
         if lane is not None and lane.task is not None:
             lane.task.cancel()
@@ -133,6 +140,11 @@ class Dispatcher:
             )
             for i, event in enumerate(events)
         ]
+        # Shielded: if the caller is cancelled (its client went away) the commit still happens, and so must the
+        # routing into the lanes, or committed events would sit on disk undelivered until a restart.
+        return await asyncio.shield(self._enqueue_and_route(events, routed))
+
+    async def _enqueue_and_route(self, events: Sequence[ChangeEvent], routed: list[RoutedEvent]) -> SubmitResult:
         result = await self._store.enqueue(routed)
         for event, seq in zip(events, result.seqs, strict=True):
             if seq is not None:
@@ -158,6 +170,11 @@ class Dispatcher:
         """Send the held batch now: leaves retryLimitReached/failed, or cuts an awaitingRetry wait short (the retry
         schedule starts over). False when nothing is held or paused."""
         lane = self._lanes[key]
+        async with lane.lock:
+            return await asyncio.shield(self._resume(lane, who))
+
+    async def _resume(self, lane: Lane, who: str) -> bool:
+        key = lane.key
         if lane.retry.paused is None and not lane.retry.held_qids:
             return False
         lane.resume()
@@ -170,9 +187,15 @@ class Dispatcher:
     async def skip(self, key: str, who: str = "operator") -> list[str]:
         """Drop the held batch into the dead letters (logged with who asked) and carry on with the next one."""
         lane = self._lanes[key]
-        held = lane.next_batch() if lane.retry.held_qids else []
-        if not held:
-            return []
+        async with lane.lock:
+            return await asyncio.shield(self._skip(lane, who))
+
+    async def _skip(self, lane: Lane, who: str) -> list[str]:
+        key = lane.key
+        held_qids = set(lane.retry.held_qids)
+        held = [e for e in lane.queue if e.qid in held_qids]
+        if not held or len(held) != len(held_qids):
+            return []  # nothing held (or not all of it in memory): never dead-letter events that were not tried
         record = self._note(lane, AttemptOutcome.SKIPPED, f"held batch skipped by {who}", batch=held)
         await self._store.skip(key, [e.qid for e in held], record)
         lane.pop(held)
@@ -186,12 +209,16 @@ class Dispatcher:
         """Queue stored events again for ``key``, in the given order, behind what it has queued; ``record`` (who
         asked) goes into its log in the same commit. Returns the ids queued (those the store still holds)."""
         lane = self._lanes[key]
-        entries = await self._store.requeue(key, event_ids, record)
-        if entries and self._lanes.get(key) is lane:
-            lane.append(entries)
-            self._notify(lane)
-            self._kick(lane)
-        return [e.event_id for e in entries]
+
+        async def requeue() -> list[QueuedEvent]:
+            entries = await self._store.requeue(key, event_ids, record)
+            if entries and self._lanes.get(key) is lane:
+                lane.append(entries)
+                self._notify(lane)
+                self._kick(lane)
+            return entries
+
+        return [e.event_id for e in await asyncio.shield(requeue())]
 
     async def idle(self, within: float = 30.0) -> None:
         """Wait until no lane has a runnable batch (tests and benchmarks)."""
@@ -201,12 +228,19 @@ class Dispatcher:
                 raise TimeoutError("dispatcher still busy")
             await asyncio.sleep(0.005)
 
-    @staticmethod
-    async def _confirm(lane: Lane) -> None:
-        """Wait until the lane's previous completion is committed (raises StoreUnavailable if it failed)."""
-        commit, lane.commit = lane.commit, None
-        if commit is not None:
-            await commit
+    async def _confirm(self, lane: Lane) -> None:
+        """Wait until the lane's previous completion is committed. A failed commit is written again until it
+        succeeds: that batch is already out of the in-memory queue, so giving up would let a restart deliver it
+        again behind newer events."""
+        while lane.commit is not None:
+            future, (qids, record) = lane.commit
+            try:
+                await future
+                lane.commit = None
+            except StoreUnavailable as exc:
+                log.error("recording a delivery for %s failed: %s; writing it again in 1 s", lane.key, exc)
+                await asyncio.sleep(1.0)
+                lane.commit = (asyncio.ensure_future(self._store.complete(lane.key, qids, record)), (qids, record))
 
     async def stop(self) -> None:
         self._stopping = True
@@ -214,7 +248,7 @@ class Dispatcher:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        commits = [lane.commit for lane in self._lanes.values() if lane.commit is not None]
+        commits = [lane.commit[0] for lane in self._lanes.values() if lane.commit is not None]
         await asyncio.gather(*commits, return_exceptions=True)  # record what was delivered before closing
 
     # -- workers -------------------------------------------------------------------------------------------
@@ -245,9 +279,15 @@ class Dispatcher:
                         continue
                     return
                 try:
-                    await self._attempt(lane, lane.next_batch())
+                    async with lane.lock:
+                        if lane.retry.paused or not lane.queue:
+                            continue  # a skip or resume changed things while we waited for the lock
+                        await self._attempt(lane, lane.next_batch())
                 except StoreUnavailable as exc:
                     log.error("store unavailable while delivering for %s: %s; retrying in 1 s", lane.key, exc)
+                    await asyncio.sleep(1.0)
+                except Exception:  # a bug must not silently stall the lane until the next event
+                    log.exception("delivery for %s failed unexpectedly; retrying in 1 s", lane.key)
                     await asyncio.sleep(1.0)
         finally:
             lane.task = None
@@ -290,7 +330,7 @@ class Dispatcher:
     async def _record(self, lane: Lane, batch: list[QueuedEvent], delivery_id: str, started: float,
                       outcome: Outcome) -> None:  # fmt: skip
         secrets = lane.target.sensitive_values
-        error = mask(outcome.error, secrets)
+        error = mask_credentials(mask(outcome.error, secrets) or "") or None
         body = mask_credentials(mask(outcome.response_body, secrets) or "")
         retry = lane.retry
         record = AttemptRecord(
@@ -305,7 +345,8 @@ class Dispatcher:
             # Pipelined: the next batch may go out while this completion commits, but never two unconfirmed
             # completions per lane, so a crash repeats at most the batches of one round trip.
             await self._confirm(lane)
-            lane.commit = asyncio.ensure_future(self._store.complete(lane.key, [e.qid for e in batch], record))
+            qids = [e.qid for e in batch]
+            lane.commit = (asyncio.ensure_future(self._store.complete(lane.key, qids, record)), (qids, record))
             lane.pop(batch)
             lane.counters.delivered += len(batch)
             lane.counters.last_success_at = started + outcome.duration_ms / 1000
@@ -327,9 +368,13 @@ class Dispatcher:
                     retry.paused, retry.next_attempt_at = PAUSED_LIMIT, None
                 else:
                     retry.next_attempt_at = now + delay
-            await self._confirm(lane)
-            await self._store.fail(lane.key, record, retry)
             lane.counters.failed += 1
+            try:
+                await self._confirm(lane)
+                await self._store.fail(lane.key, record, retry)
+            finally:
+                self._notify(lane)  # the retry state changed in memory either way: status must say so
+            return
         self._notify(lane)
 
     def _note(self, lane: Lane, outcome: AttemptOutcome, note: str, *,

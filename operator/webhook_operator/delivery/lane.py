@@ -12,7 +12,8 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from webhook_operator.api.outcomes import Reason, WebhookSnapshot
 from webhook_operator.api.webhook import WebhookState
@@ -41,8 +42,10 @@ class Lane:
     pending_total: int = 0
     wake: asyncio.Event | None = None
     task: asyncio.Task[None] | None = None
-    #: The last completion write, not yet confirmed (see Dispatcher._record).
-    commit: asyncio.Future[None] | None = None
+    #: The last completion write, not yet confirmed, and its arguments to write it again (Dispatcher._confirm).
+    commit: tuple[asyncio.Future[None], tuple[list[int], Any]] | None = None
+    #: Held by an attempt (send + record) and by skip/resume, so an operator action never races a request.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_error: str | None = None
 
     @property
@@ -55,12 +58,16 @@ class Lane:
         return self.target.spec.enabled
 
     def append(self, entries: list[QueuedEvent]) -> None:
+        """Newly committed entries. ``pending_total`` counts them all; the queue takes those not already paged in
+        (a page read can see a commit before the submitter that made it resumes)."""
         self.pending_total += len(entries)
         if self.more_on_disk:
             self.disk_dirty = True
             return  # they will be paged in behind the older backlog, in order
-        self.queue.extend(entries)
-        self.last_qid = entries[-1].qid
+        fresh = [e for e in entries if e.qid > self.last_qid]
+        if fresh:
+            self.queue.extend(fresh)
+            self.last_qid = fresh[-1].qid
 
     def next_batch(self) -> list[QueuedEvent]:
         if self.retry.held_qids:

@@ -54,6 +54,9 @@ class SecretCache:
     def put(self, namespace: str, name: str, values: dict[str, str] | None) -> None:
         self._values[(namespace, name)] = values
 
+    def drop(self, namespace: str, name: str) -> None:
+        self._values.pop((namespace, name), None)
+
     async def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
         key = (namespace, name)
         if key not in self._values:

@@ -48,11 +48,15 @@ async def startup(
     api_auth = KubernetesAuth(api) if config.api_auth == "kubernetes" else None  # else: the intake's tokens
     service = OperatorService(config, api=api, secrets=memo.secret_cache, api_auth=api_auth)
     await service.start()
+    try:
+        # Register every existing Webhook before the intake reports ready, so no accepted event misses a webhook
+        # that exists; kopf's resume handlers that follow find them registered and change nothing.
+        resources = await kube.list_webhooks(api, config.namespaces)
+        await service.initial_sync(resources)
+    except BaseException:
+        await service.stop()  # kopf retries start-up: free the ports and the store for the next attempt
+        raise
     memo.service = service
-    # Register every existing Webhook before the intake reports ready, so no accepted event misses a webhook
-    # that exists; kopf's resume handlers that follow find them registered and change nothing.
-    resources = await kube.list_webhooks(api, config.namespaces)
-    await service.initial_sync(resources)
     logger.info("registered %d webhooks; intake ready", len(resources))
 
 

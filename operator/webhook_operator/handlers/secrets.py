@@ -15,8 +15,9 @@ from webhook_operator.service import OperatorService
 async def secret_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     service: OperatorService = memo.service
     namespace, name = str(body.metadata.namespace), str(body.metadata.name)
-    if not service.reconciler.references(namespace, name):
-        return  # not referenced by any Webhook: do not even keep its values in memory
     cache: SecretCache = memo.secret_cache
+    if not service.reconciler.references(namespace, name):
+        cache.drop(namespace, name)  # no longer referenced: do not keep (soon stale) values in memory
+        return
     cache.put(namespace, name, None if type == "DELETED" else decode_secret(body))
     await service.reconciler.secret_changed(namespace, name)

@@ -26,5 +26,5 @@ async def webhook_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, PLURAL, when=lambda type, **_: type == "DELETED")
 async def webhook_deleted(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     service: OperatorService = memo.service
-    await service.reconciler.remove(str(meta.namespace), str(meta.name))
+    await service.reconciler.remove(str(meta.namespace), str(meta.name), uid=str(meta.uid or "") or None)
     service.operations.forget(f"{meta.namespace}/{meta.name}")

@@ -131,6 +131,10 @@ class Store(Protocol):
 
     async def webhooks_with_pending(self) -> list[str]: ...
 
+    async def webhook_keys(self) -> list[str]:
+        """Every webhook the store holds anything for (queue, counters, retry state)."""
+        ...
+
     async def complete(self, webhook: str, qids: Sequence[int], record: AttemptRecord) -> None:
         """The batch was delivered: dequeue it, log the attempt, count it, clear retry state — one commit."""
         ...

@@ -98,6 +98,7 @@ class SqliteStore:
         if self._r is not None:
             await loop.run_in_executor(self._reader, self._r.close)
         self._w = self._r = None
+        self._wakeup = None  # later writes fail fast with StoreUnavailable instead of waiting forever
         self._writer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
 
@@ -162,6 +163,8 @@ class SqliteStore:
                 except Exception as exc:  # one bad operation must not fail its whole group
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
+                    if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError):
+                        exc = StoreUnavailable(f"SQLite write failed: {exc}")  # disk full, I/O error: not the caller's
                     results.append((False, exc))
             conn.execute("COMMIT")
         except BaseException:
@@ -175,7 +178,10 @@ class SqliteStore:
         if self._r is None:
             raise StoreUnavailable("store is not open")
         r = self._r
-        return await asyncio.get_running_loop().run_in_executor(self._reader, fn, r)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._reader, fn, r)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
 
     # -- writes ----------------------------------------------------------------------------------------------
 
@@ -325,6 +331,13 @@ class SqliteStore:
         return await self._read(
             lambda conn: int(conn.execute("SELECT COUNT(*) FROM queue WHERE webhook = ?", (webhook,)).fetchone()[0])
         )
+
+    async def webhook_keys(self) -> list[str]:
+        """Every webhook the store holds anything for (queue, counters, retry state)."""
+        return await self._read(
+            lambda conn: [r[0] for r in conn.execute(
+                "SELECT webhook FROM queue UNION SELECT webhook FROM webhooks ORDER BY 1")]
+        )  # fmt: skip
 
     async def webhooks_with_pending(self) -> list[str]:
         return await self._read(

@@ -294,3 +294,42 @@ async def test_permanent_failure_marks_failed_until_reconfigured(tmp_path: Path,
         await until(lambda: (s := d.snapshot("ns/hook")) is not None and s.failed == 2)
     finally:
         await engine.stop()
+
+
+async def test_a_cancelled_submit_still_routes_what_it_committed(engine: Engine, receiver: Receiver) -> None:
+    await engine.dispatcher.register(target(receiver.url))
+    task = asyncio.create_task(engine.dispatcher.submit([make_event(1)]))
+    await asyncio.sleep(0)  # the commit is under way
+    task.cancel()  # the client went away (aiohttp cancels the handler)
+    await until(lambda: len(receiver.received) == 1)
+    assert receiver.events()[0]["eventId"] == make_event(1).id
+
+
+async def test_filters_that_stop_compiling_keep_the_old_routing(engine: Engine, receiver: Receiver) -> None:
+    d = engine.dispatcher
+    good = target(receiver.url)
+    await d.register(good)
+    spec = good.spec.model_copy(deep=True)
+    spec.event_filters[0].include = ["color:blue"]  # unknown qualifier key: a configuration error
+    snap = await d.register(WebhookTarget(key=good.key, spec=spec))
+    assert snap.state is WebhookState.FAILED and "color" in snap.message
+    result = await d.submit([make_event(1)])
+    assert result.queued == 1, "events keep queueing under the last good filters"
+    await d.register(good)  # fixed: the queued event goes out
+    await until(lambda: len(receiver.received) == 1)
+
+
+def test_append_ignores_entries_a_page_read_already_brought_in() -> None:
+    from collections import deque
+
+    from webhook_operator.delivery.lane import Lane
+    from webhook_operator.routing import CompiledFilters
+    from webhook_operator.store.base import Counters, QueuedEvent, RetryState
+
+    t = target("http://127.0.0.1:1/x")
+    entries = [QueuedEvent(q, q, f"id-{q}", b"{}") for q in (1, 2, 3)]
+    lane = Lane(t, CompiledFilters.compile(t.spec.event_filters), RetryState(), Counters(), deque(entries[:2]),
+                last_qid=2, pending_total=1)  # fmt: skip
+    lane.append(entries[1:])  # qid 2 was paged in already, 3 is new
+    assert [e.qid for e in lane.queue] == [1, 2, 3]
+    assert lane.pending_total == 3
