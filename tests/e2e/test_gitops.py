@@ -36,3 +36,20 @@ def test_reapplying_the_same_manifest_changes_nothing(
         for entry in operator_fields:
             owned = json.dumps(entry.get("fieldsV1", {}))
             assert '"f:spec"' not in owned, f"{entry['manager']} owns spec fields: {owned}"
+
+
+def test_inline_secrets_are_accepted_with_a_warning(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    with receiver() as recv:
+        spec = base_spec()
+        spec["webhookConfig"] = {"endpoint": recv.url("inline"), "secretKey": "inline-hmac-secret",
+                                 "headers": {"Authorization": "Bearer inline-token-value"}}  # fmt: skip
+        cluster.apply(manifest("inline", spec, namespace))
+        status = wait_status(cluster, namespace, "inline", lambda s: s.get("status") == "active")
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert ready["status"] == "True" and "secretKey is inline" in ready["message"]
+        events = cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+        assert "InlineSecret" in events and "webhookConfig.headers Authorization" in events
+        everything = events + json.dumps(status) + operator.tail(400)
+        assert "inline-hmac-secret" not in everything and "inline-token-value" not in everything
