@@ -151,7 +151,8 @@ async def test_retry_timeline_pause_and_resume_keeps_order(engine: Engine, recei
     receiver.status = 503
     await d.register(target(receiver.url))
     await d.submit([make_event(i) for i in range(3)])
-    await until(lambda: (s := d.snapshot("ns/hook")) is not None and s.state is WebhookState.RETRY_LIMIT_REACHED)
+    # The observer hears of a state once it is persisted: wait for that, not just the in-memory state.
+    await until(lambda: WebhookState.RETRY_LIMIT_REACHED in engine.observer.states())
     assert receiver.attempts == FAST.max_attempts  # 1 + 3 retries, all of the first event
     states = engine.observer.states()
     assert states[:3] == [WebhookState.ACTIVE, WebhookState.AWAITING_RETRY, WebhookState.RETRY_LIMIT_REACHED]
