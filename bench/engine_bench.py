@@ -184,7 +184,6 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=3000, help="events for the batchSize-1 run")
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
-    parser.add_argument("--uvloop", action="store_true", help="(ignored here; see the module entry point)")
     args = parser.parse_args()
     n = 300 if args.quick else args.events
     receiver = ReceiverProcess()
@@ -213,9 +212,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    if "--uvloop" in sys.argv:
-        import uvloop
-
-        uvloop.run(main())
-    else:
-        asyncio.run(main())
+    asyncio.run(main())
