@@ -47,9 +47,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("namespaces", "", "Namespaces to watch (repeat the flag or comma-separate); empty = all namespaces.",
             multiple=True),
     Setting("intake_address", f"{ALL_INTERFACES}:8080", "host:port of the event intake and operations API."),
-    Setting("intake_token_file", "", "File with accepted bearer tokens, one per line (re-read when it changes)."),
-    Setting("intake_token_secret", "", "Secret holding accepted bearer tokens: namespace/name (every key is a "
-            "token) or namespace/name/key."),
+    Setting("intake_token_file", "", "File with accepted bearer tokens, one per line (re-read when it changes; "
+            "mount a Secret there). Required unless anonymous intake is enabled."),
     Setting("intake_allow_anonymous", "false", "Accept events without a bearer token (local demos only)."),
     Setting("intake_hmac_secret_file", "", "File with the secret of incoming OpenMetadata signatures; when set, "
             "unsigned or wrongly signed event posts are refused."),
@@ -125,7 +124,6 @@ class OperatorConfig:
     namespaces: tuple[str, ...] = ()
     intake_address: tuple[str, int] = (ALL_INTERFACES, 8080)
     intake_token_file: Path | None = None
-    intake_token_secret: str | None = None
     intake_allow_anonymous: bool = False
     intake_hmac_secret_file: Path | None = None
     intake_max_body: int = 8 * 1024 * 1024
@@ -150,7 +148,6 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "namespaces": lambda v: tuple(v),
     "intake_address": _address,
     "intake_token_file": lambda v: Path(v) if v else None,
-    "intake_token_secret": lambda v: v or None,
     "intake_allow_anonymous": _bool,
     "intake_hmac_secret_file": lambda v: Path(v) if v else None,
     "intake_max_body": _size,
@@ -204,7 +201,13 @@ def from_sources(args: argparse.Namespace | None = None, environ: Mapping[str, s
         except ValueError as exc:
             raise ConfigError(f"{setting.flag} / {setting.env} (from {source}): {exc}") from exc
         values["retry" if setting.name == "retry_schedule" else setting.name] = parsed
-    return OperatorConfig(**values)
+    config = OperatorConfig(**values)
+    if config.intake_token_file is None and not config.intake_allow_anonymous:
+        raise ConfigError(
+            "the intake needs bearer tokens: set --intake-token-file / WEBHOOK_OPERATOR_INTAKE_TOKEN_FILE "
+            "(or --intake-allow-anonymous / WEBHOOK_OPERATOR_INTAKE_ALLOW_ANONYMOUS=true, for local demos only)"
+        )
+    return config
 
 
 def markdown_table() -> str:

@@ -295,7 +295,9 @@ def test_rendered_arguments_are_accepted_by_the_operator(default_docs: list[Doc]
     default = _parse_args(_container(default_docs))
     assert default.namespaces == ()
     assert default.store_path == Path("/var/lib/webhook-operator/store.db")
-    assert default.intake_token_file is None
+    # No token in the values: the operator still reads the (optional) <release>-intake Secret's file, so the intake
+    # is closed until an admin creates it, never open by accident.
+    assert default.intake_token_file == Path("/etc/webhook-operator/intake/tokens")
     assert default.log_format == "json"
 
     full = _parse_args(_container(full_docs))

@@ -48,11 +48,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
-{{/* Name of the Secret holding the intake token(s), or "" when none is configured. */}}
+{{/* Name of the Secret holding the intake token(s): existingSecret, else <fullname>-intake (created by the chart
+when intake.token is set, otherwise by you: it is mounted optional, and no token is accepted until it exists).
+"" only for anonymous intake without tokens. */}}
 {{- define "webhook-operator.intakeSecretName" -}}
 {{- if .Values.intake.existingSecret }}
 {{- .Values.intake.existingSecret }}
-{{- else if .Values.intake.token }}
+{{- else if or .Values.intake.token (not .Values.intake.allowAnonymous) }}
 {{- printf "%s-intake" (include "webhook-operator.fullname" .) }}
 {{- end }}
 {{- end }}

@@ -18,15 +18,18 @@ def _parse(*argv: str) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
+TOKENS = {"WEBHOOK_OPERATOR_INTAKE_TOKEN_FILE": "/etc/webhook-operator/tokens"}
+
+
 def test_defaults_are_safe() -> None:
-    config = from_sources(_parse(), {})
-    assert config == OperatorConfig()
+    config = from_sources(_parse(), TOKENS)
+    assert config == OperatorConfig(intake_token_file=Path("/etc/webhook-operator/tokens"))
     assert config.allow_loopback is False and config.intake_allow_anonymous is False
     assert config.retry.schedule == (60.0, 300.0, 900.0, 3600.0, 14400.0, 43200.0)
 
 
 def test_flags_win_over_environment_and_lists_merge() -> None:
-    env = {"WEBHOOK_OPERATOR_NAMESPACES": "x,y", "WEBHOOK_OPERATOR_STATUS_INTERVAL": "500ms"}
+    env = {"WEBHOOK_OPERATOR_NAMESPACES": "x,y", "WEBHOOK_OPERATOR_STATUS_INTERVAL": "500ms", **TOKENS}
     config = from_sources(_parse("--namespaces", "a,b", "--namespaces", "c"), env)
     assert config.namespaces == ("a", "b", "c")
     assert config.status_interval == 0.5
@@ -47,7 +50,13 @@ def test_flags_win_over_environment_and_lists_merge() -> None:
 )
 def test_bad_values_name_the_setting(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        from_sources(_parse(), env)
+        from_sources(_parse(), {**TOKENS, **env})
+
+
+def test_the_intake_is_never_open_by_accident() -> None:
+    with pytest.raises(ConfigError, match="--intake-token-file"):
+        from_sources(_parse(), {})
+    assert from_sources(_parse("--intake-allow-anonymous", "true"), {}).intake_allow_anonymous
 
 
 def test_every_setting_has_a_parser_and_a_field() -> None:
