@@ -216,7 +216,9 @@ def test_sigkill_under_load_loses_nothing(cluster: Cluster, namespace: str, oper
         ids = [e["eventId"] for e in recv.events("load")]
         duplicates = len(ids) - len(set(ids))
         print(f"\nSIGKILL test: {len(acknowledged)} acknowledged, {len(ids)} received, {duplicates} duplicates")
-        assert duplicates <= 5, f"only an in-flight batch (5 events) may repeat, got {duplicates}"
+        # In flight = sent but its outcome not yet committed: per lane the request under way plus at most one
+        # delivered batch whose completion is still committing (pipelined, see docs/delivery.md): 2 x batchSize.
+        assert duplicates <= 10, f"only in-flight attempts (at most 2 batches of 5) may repeat, got {duplicates}"
         assert list(dict.fromkeys(ids)) == acknowledged, "order kept across the kill"
 
 
