@@ -5,8 +5,8 @@
 (a) Ceiling: a bare aiohttp client POSTing ~1 KB JSON bodies to a loopback receiver (its own process), once with
     one request in flight (what ordered delivery to ONE webhook can use) and once with 64 in flight (what fan-out
     to many webhooks can use).
-(b) Engine: events submitted to the durable SQLite store (synchronous=FULL, every event committed before submit
-    returns) and delivered by the dispatcher through the real sender to the same receiver: batchSize 1 and 10 to one
+(b) Engine: events submitted by 8 concurrent producers (50 per call, like concurrent intake posts) to the durable
+    SQLite store (synchronous=FULL, every event committed before submit returns) and delivered by the dispatcher through the real sender to the same receiver: batchSize 1 and 10 to one
     webhook, and batchSize 1 to 100 webhooks (fan-out). Latency is measured from the moment submit() returned (the
     event is durable) to the receiver's arrival time.
 (c) p50/p99 latency at half the measured batchSize-1 rate, paced.
@@ -128,7 +128,7 @@ async def ceiling(receiver: ReceiverProcess, count: int, concurrency: int) -> Re
 
 
 async def engine_run(receiver: ReceiverProcess, name: str, *, events: int, webhooks: int, batch: int,
-                     pace: float | None = None, chunk: int = 50) -> Result:  # fmt: skip
+                     pace: float | None = None, chunk: int = 50, submitters: int = 8) -> Result:  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
         store = SqliteStore(Path(tmp) / "store.db", synchronous="FULL")
         await store.open()
@@ -148,17 +148,28 @@ async def engine_run(receiver: ReceiverProcess, name: str, *, events: int, webho
             started = time.perf_counter()
             wall_start = time.time()
             interval = chunk / pace if pace else 0.0
-            for offset in range(0, events, chunk):
-                if pace:
-                    target_time = wall_start + (offset / chunk) * interval
-                    delay = target_time - time.time()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                part = batch_events[offset : offset + chunk]
+            chunks = [batch_events[o : o + chunk] for o in range(0, events, chunk)]
+
+            async def submit(part: list[ChangeEvent]) -> None:
                 await dispatcher.submit(part)
                 now = time.time()
                 for event in part:
                     durable_at[event.id] = now
+
+            if pace:  # one producer on a schedule: latency at a known rate
+                for n, part in enumerate(chunks):
+                    delay = wall_start + n * interval - time.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    await submit(part)
+            else:  # several concurrent producers, as concurrent intake posts are (they share group commits)
+                pending = iter(chunks)
+
+                async def producer() -> None:
+                    for part in pending:
+                        await submit(part)
+
+                await asyncio.gather(*(producer() for _ in range(submitters)))
             expected = events * webhooks
             while await receiver.count(session) < expected:
                 await asyncio.sleep(0.02)
