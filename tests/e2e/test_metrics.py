@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import re
-from typing import Any
 
 from support.cluster import Cluster, wait_for
-from support.events import raw
+from support.events import numbered
 from support.operator import OperatorProcess, receiver, wait_status
 from support.webhooks import base_spec, manifest
-
-
-def _event(n: int) -> dict[str, Any]:
-    event = copy.deepcopy(raw(1))
-    event["id"] = f"00000000-0000-4000-9000-{n:012d}"
-    return event
 
 
 def _value(text: str, name: str, **labels: str) -> float:
@@ -38,8 +30,8 @@ def test_metrics_after_a_scripted_run(cluster: Cluster, namespace: str, operator
         cluster.apply(manifest("bad", bad, namespace))
         for name in ("good", "bad"):
             wait_status(cluster, namespace, name, lambda s: s.get("status") == "active")
-        assert operator.post([_event(i) for i in range(5)])[0] == 202
-        assert operator.post([_event(0)])[1]["duplicates"] == 1
+        assert operator.post([numbered(i, "9000") for i in range(5)])[0] == 202
+        assert operator.post([numbered(0, "9000")])[1]["duplicates"] == 1
         assert operator.post(None, raw=b"{broken")[0] == 400
         wait_status(cluster, namespace, "good", lambda s: s.get("counts", {}).get("delivered") == 5)
         # 300 ms x 3 retries: the bad webhook makes 4 attempts of its first event, then pauses with 5 queued.

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import hmac
 import json
@@ -19,25 +18,12 @@ from typing import Any
 import pytest
 
 from support.cluster import Cluster, wait_for
-from support.events import raw
+from support.events import numbered
 from support.operator import TOKEN, OperatorProcess, receiver, wait_status, webhook_status
-from support.webhooks import base_spec, manifest
+from support.webhooks import manifest, single_spec
 
 PLUGIN = Path(sys.executable).parent / "kubectl-webhook"
 GROUP = "events.open-metadata.org"
-
-
-def _spec(url: str, **cfg: Any) -> dict[str, Any]:
-    spec = base_spec()
-    spec["batchSize"] = 1
-    spec["webhookConfig"] = {"endpoint": url, "timeout": 5, **cfg}
-    return spec
-
-
-def _event(n: int) -> dict[str, Any]:
-    event = copy.deepcopy(raw(1))
-    event["id"] = f"00000000-0000-4000-9000-{n:012d}"
-    return event
 
 
 def _path(namespace: str, name: str, action: str) -> str:
@@ -133,9 +119,9 @@ def test_test_annotation_against_healthy_and_failing_receivers(
 ) -> None:
     cluster.kubectl("create", "secret", "generic", "hmac", "-n", namespace, "--from-literal=key=test-hmac-key")
     with receiver(status_by_path={"/failing": 503}) as recv:
-        cluster.apply(manifest("healthy", _spec(recv.url("healthy"), secretKeyRef={"name": "hmac", "key": "key"}),
+        cluster.apply(manifest("healthy", single_spec(recv.url("healthy"), secretKeyRef={"name": "hmac", "key": "key"}),
                                namespace))  # fmt: skip
-        cluster.apply(manifest("broken", _spec(recv.url("failing")), namespace))
+        cluster.apply(manifest("broken", single_spec(recv.url("failing")), namespace))
         for name in ("healthy", "broken"):
             wait_status(cluster, namespace, name, lambda s: s.get("status") == "active")
 
@@ -180,7 +166,7 @@ def test_test_annotation_against_healthy_and_failing_receivers(
         assert recv.receiver.attempts == attempts
 
         # A Webhook created with the annotation already set is tested once.
-        born = manifest("born-tested", _spec(recv.url("born")), namespace)
+        born = manifest("born-tested", single_spec(recv.url("born")), namespace)
         born["metadata"]["annotations"] = {f"{GROUP}/test": "at-creation"}
         cluster.apply(born)
         first = wait_status(cluster, namespace, "born-tested", lambda s: "lastTest" in s)["lastTest"]
@@ -213,9 +199,9 @@ def test_delivery_log_after_a_mixed_run(
     with receiver(echo=True, responder=lambda n: (503 if n in (2, 3) else 200, {})) as recv:
         auth = {"name": "Authorization", "secretKeyRef": {"name": "creds", "key": "auth"}}
         cfg = {"secretKeyRef": {"name": "creds", "key": "hmac"}, "headersFrom": [auth]}
-        cluster.apply(manifest("mixed", _spec(recv.url("mixed"), **cfg), namespace))
+        cluster.apply(manifest("mixed", single_spec(recv.url("mixed"), **cfg), namespace))
         wait_status(cluster, namespace, "mixed", lambda s: s.get("status") == "active")
-        sent = [_event(i) for i in range(4)]
+        sent = [numbered(i, "9000") for i in range(4)]
         assert operator.post(sent)[0] == 202
         wait_status(cluster, namespace, "mixed", lambda s: s.get("counts", {}).get("delivered") == 4)
         received = [e["eventId"] for e in recv.events("mixed")]
@@ -260,14 +246,14 @@ def test_resume_skip_and_redeliver_end_to_end(
     cluster: Cluster, namespace: str, operator: OperatorProcess, admin_token: str
 ) -> None:
     with receiver(status_by_path={"/down": 503}) as recv:
-        cluster.apply(manifest("ops", _spec(recv.url("down")), namespace))
-        other = _spec(recv.url("other"))
+        cluster.apply(manifest("ops", single_spec(recv.url("down")), namespace))
+        other = single_spec(recv.url("other"))
         other["eventFilters"] = [{"eventType": "entityCreated", "entities": ["dashboard"]}]  # gets redeliveries only
         cluster.apply(manifest("other", other, namespace))
         for name in ("ops", "other"):
             wait_status(cluster, namespace, name, lambda s: s.get("status") == "active")
         t0 = time.time() - 1
-        sent = [_event(100 + i) for i in range(3)]
+        sent = [numbered(100 + i, "9000") for i in range(3)]
         ids = [e["id"] for e in sent]
         assert operator.post(sent)[0] == 202
         wait_status(cluster, namespace, "ops", lambda s: s.get("status") == "retryLimitReached")
@@ -328,7 +314,7 @@ def test_resume_skip_and_redeliver_end_to_end(
 def test_unauthorised_callers_are_refused(cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
     with receiver() as recv:
         for name in ("a", "b"):
-            cluster.apply(manifest(name, _spec(recv.url(name)), namespace))
+            cluster.apply(manifest(name, single_spec(recv.url(name)), namespace))
             wait_status(cluster, namespace, name, lambda s: s.get("status") == "active")
         viewer = sa_token(cluster, namespace, "viewer", ["get"])
         operator_a = sa_token(cluster, namespace, "operator-a", ["get", "patch"], names=["a"])
@@ -362,7 +348,7 @@ def test_tokens_mode_uses_the_intake_tokens(cluster: Cluster, namespace: str, cr
     process = OperatorProcess(cluster, tmp_path, [namespace], api_auth="tokens").start()
     try:
         with receiver() as recv:
-            cluster.apply(manifest("tok", _spec(recv.url("tok")), namespace))
+            cluster.apply(manifest("tok", single_spec(recv.url("tok")), namespace))
             wait_status(cluster, namespace, "tok", lambda s: s.get("status") == "active")
             path = _path(namespace, "tok", "test")
             assert api(process, "POST", path, token=None)[0] == 401

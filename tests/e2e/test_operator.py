@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from support.cluster import Cluster, wait_for
-from support.events import event_files, raw
+from support.events import event_files, numbered, raw
 from support.operator import OperatorProcess, receiver, wait_status, webhook_status
-from support.webhooks import EXAMPLES, base_spec, load_documents, manifest
+from support.webhooks import EXAMPLES, load_documents, manifest, single_spec
 
 # What each seed example must receive out of the 40 sample events (see docs/filters.md).
 EXPECTED = {
@@ -84,26 +84,13 @@ def test_seed_use_cases_receive_exactly_their_events(
         assert row.split()[1:6] == ["Custom", "active", "True", str(len(EXPECTED["custom-app-integration"])), "0"]
 
 
-def _spec(url: str, **cfg: Any) -> dict[str, Any]:
-    spec = base_spec()
-    spec["batchSize"] = 1
-    spec["webhookConfig"] = {"endpoint": url, "timeout": 5, **cfg}
-    return spec
-
-
-def _table_event(n: int) -> dict[str, Any]:
-    event = copy.deepcopy(raw(1))
-    event["id"] = f"00000000-0000-4000-8000-{n:012d}"
-    return event
-
-
 def test_failing_receiver_retries_pauses_and_resumes_in_order(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
     with receiver(status_by_path={"/failing": 503}) as recv:
-        cluster.apply(manifest("flaky", _spec(recv.url("failing")), namespace))
+        cluster.apply(manifest("flaky", single_spec(recv.url("failing")), namespace))
         wait_status(cluster, namespace, "flaky", lambda s: s.get("status") == "active")
-        assert operator.post([_table_event(i) for i in range(3)])[0] == 202
+        assert operator.post([numbered(i) for i in range(3)])[0] == 202
         waiting = wait_status(cluster, namespace, "flaky", lambda s: s.get("status") == "awaitingRetry")
         details = waiting["failureDetails"]
         assert details["lastFailedStatusCode"] == 503 and "nextAttempt" in details and "lastFailedAt" in details
@@ -117,22 +104,22 @@ def test_failing_receiver_retries_pauses_and_resumes_in_order(
         reasons = {e["reason"] for e in json.loads(events)["items"]}
         assert {"DeliveryFailing", "RetryLimitReached"} <= reasons, reasons
         # Fix the endpoint in the spec: the held batch goes first, then the rest, in order.
-        cluster.apply(manifest("flaky", _spec(recv.url("fixed")), namespace))
+        cluster.apply(manifest("flaky", single_spec(recv.url("fixed")), namespace))
         cluster.kubectl("wait", "--for=condition=Ready", "webhook/flaky", "-n", namespace, "--timeout=30s")
         wait_for(lambda: len(recv.events("fixed")) == 3, 30, "held events to be delivered")
-        assert [e["eventId"] for e in recv.events("fixed")] == [_table_event(i)["id"] for i in range(3)]
+        assert [e["eventId"] for e in recv.events("fixed")] == [numbered(i)["id"] for i in range(3)]
         final = wait_status(cluster, namespace, "flaky", lambda s: s.get("counts", {}).get("delivered") == 3)
         assert final["status"] == "active" and "nextAttempt" not in final.get("failureDetails", {})
 
 
 def test_missing_secret_then_created_then_rotated(cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
     with receiver() as recv:
-        spec = _spec(recv.url("signed"), secretKeyRef={"name": "hmac", "key": "key"})
+        spec = single_spec(recv.url("signed"), secretKeyRef={"name": "hmac", "key": "key"})
         cluster.apply(manifest("signed", spec, namespace))
         missing = wait_status(cluster, namespace, "signed", lambda s: s.get("status") == "failed")
         ready = next(c for c in missing["conditions"] if c["type"] == "Ready")
         assert ready["status"] == "False" and f"Secret {namespace}/hmac not found" in ready["message"]
-        assert operator.post([_table_event(1)])[0] == 202  # queued, not lost, while the Secret is missing
+        assert operator.post([numbered(1)])[0] == 202  # queued, not lost, while the Secret is missing
         cluster.kubectl("create", "secret", "generic", "hmac", "-n", namespace, "--from-literal=key=first-key")
         cluster.kubectl("wait", "--for=condition=Ready", "webhook/signed", "-n", namespace, "--timeout=30s")
         wait_for(lambda: len(recv.by_path("signed")) == 1, 30, "the held event")
@@ -145,7 +132,7 @@ def test_missing_secret_then_created_then_rotated(cluster: Cluster, namespace: s
         cluster.kubectl("patch", "secret", "hmac", "-n", namespace, "--type=merge", "-p", patch)
 
         def rotated() -> bool:
-            operator.post([_table_event(100 + len(recv.by_path("signed")))])
+            operator.post([numbered(100 + len(recv.by_path("signed")))])
             last = recv.by_path("signed")[-1]
             return verify_signature(last.body.decode(), last.headers["X-OpenMetadata-Signature"], "second-key")
 
@@ -156,29 +143,29 @@ def test_missing_secret_then_created_then_rotated(cluster: Cluster, namespace: s
 
 def test_disable_enable_and_delete(cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
     with receiver() as recv:
-        spec = _spec(recv.url("toggle"))
+        spec = single_spec(recv.url("toggle"))
         cluster.apply(manifest("toggle", {**spec, "enabled": False}, namespace))
         wait_status(cluster, namespace, "toggle", lambda s: s.get("status") == "disabled")
-        status, body = operator.post([_table_event(1)])
+        status, body = operator.post([numbered(1)])
         assert status == 202 and body["queued"] == 0
         cluster.apply(manifest("toggle", spec, namespace))
         wait_status(cluster, namespace, "toggle", lambda s: s.get("status") == "active")
-        assert operator.post([_table_event(2)])[1]["queued"] == 1
+        assert operator.post([numbered(2)])[1]["queued"] == 1
         wait_for(lambda: len(recv.by_path("toggle")) == 1, 30, "delivery after enabling")
-        assert recv.events("toggle")[0]["eventId"] == _table_event(2)["id"]  # nothing queued while disabled
+        assert recv.events("toggle")[0]["eventId"] == numbered(2)["id"]  # nothing queued while disabled
         cluster.kubectl("delete", "webhook", "toggle", "-n", namespace)
         fresh = iter(range(1000, 2000))
-        wait_for(lambda: operator.post([_table_event(next(fresh))])[1].get("queued") == 0, 30, "delete to stop routing")
+        wait_for(lambda: operator.post([numbered(next(fresh))])[1].get("queued") == 0, 30, "delete to stop routing")
         series = f'webhook_operator_queue_depth{{namespace="{namespace}",webhook="toggle"}}'
         wait_for(lambda: series not in operator.metrics(), 30, "the deleted webhook's metrics to go")
 
 
 def test_intake_refuses_bad_tokens_and_bodies(operator: OperatorProcess) -> None:
-    assert operator.post([_table_event(1)], token=None)[0] == 401
-    assert operator.post([_table_event(1)], token="wrong")[0] == 401
+    assert operator.post([numbered(1)], token=None)[0] == 401
+    assert operator.post([numbered(1)], token="wrong")[0] == 401
     status, body = operator.post(None, raw=b"{not json")
     assert status == 400 and "JSON" in body["error"]
-    broken = _table_event(1)
+    broken = numbered(1)
     del broken["timestamp"]
     status, body = operator.post([broken])
     assert status == 400 and "[0].timestamp" in body["error"], body
@@ -188,10 +175,10 @@ def test_intake_refuses_bad_tokens_and_bodies(operator: OperatorProcess) -> None
 
 def test_duplicate_event_ids_are_delivered_once(cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
     with receiver() as recv:
-        cluster.apply(manifest("dedup", _spec(recv.url("dedup")), namespace))
+        cluster.apply(manifest("dedup", single_spec(recv.url("dedup")), namespace))
         wait_status(cluster, namespace, "dedup", lambda s: s.get("status") == "active")
-        first = operator.post([_table_event(7), _table_event(7)])[1]
-        again = operator.post([_table_event(7)])[1]
+        first = operator.post([numbered(7), numbered(7)])[1]
+        again = operator.post([numbered(7)])[1]
         assert (first["accepted"], first["duplicates"], again["duplicates"]) == (1, 1, 1)
         wait_status(cluster, namespace, "dedup", lambda s: s.get("counts", {}).get("delivered") == 1)
         assert len(recv.by_path("dedup")) == 1
@@ -200,11 +187,11 @@ def test_duplicate_event_ids_are_delivered_once(cluster: Cluster, namespace: str
 @pytest.mark.timeout(240)
 def test_sigkill_under_load_loses_nothing(cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
     with receiver(delay=0.002) as recv:
-        cluster.apply(manifest("load", {**_spec(recv.url("load")), "batchSize": 5}, namespace))
+        cluster.apply(manifest("load", {**single_spec(recv.url("load")), "batchSize": 5}, namespace))
         wait_status(cluster, namespace, "load", lambda s: s.get("status") == "active")
         acknowledged: list[str] = []
         for chunk in range(10):
-            events = [_table_event(chunk * 50 + i) for i in range(50)]
+            events = [numbered(chunk * 50 + i) for i in range(50)]
             status, _ = operator.post(events)
             assert status == 202
             acknowledged += [e["id"] for e in events]
@@ -229,12 +216,12 @@ def test_api_server_outage_delivery_goes_on_and_status_catches_up(
     if not cluster.local:
         pytest.skip("needs the local control plane: the API server is stopped and started again")
     with receiver() as recv:
-        cluster.apply(manifest("outage", _spec(recv.url("outage")), namespace))
+        cluster.apply(manifest("outage", single_spec(recv.url("outage")), namespace))
         wait_status(cluster, namespace, "outage", lambda s: s.get("status") == "active")
         cluster.plane.stop_apiserver()
         try:
             for i in range(30):
-                assert operator.post([_table_event(i)])[0] == 202
+                assert operator.post([numbered(i)])[0] == 202
                 wait_for(lambda n=i: len(recv.by_path("outage")) == n + 1, 10, "delivery while the API is down")
                 __import__("time").sleep(1)
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -32,3 +33,10 @@ def event(number: int) -> ChangeEvent:
 
 def all_events() -> list[ChangeEvent]:
     return [ChangeEvent.model_validate_json(p.read_text()) for p in event_files()]
+
+
+def numbered(n: int, series: str = "8000") -> dict[str, Any]:
+    """Sample 01 (a table created) under a fresh, deterministic id: many distinct events of a known shape."""
+    data = copy.deepcopy(raw(1))
+    data["id"] = f"00000000-0000-4000-{series}-{n:012d}"
+    return data

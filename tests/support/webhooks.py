@@ -36,6 +36,14 @@ def base_spec() -> dict[str, Any]:
     }
 
 
+def single_spec(url: str, **cfg: Any) -> dict[str, Any]:
+    """A valid spec delivering one event per request to ``url`` (end-to-end tests)."""
+    spec = base_spec()
+    spec["batchSize"] = 1
+    spec["webhookConfig"] = {"endpoint": url, "timeout": 5, **cfg}
+    return spec
+
+
 def manifest(name: str, spec: dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": name}
     if namespace:
