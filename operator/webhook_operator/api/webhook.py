@@ -1,4 +1,4 @@
-"""The Webhook custom resource: spec and status as pydantic models.
+"""The Webhook custom resource: the spec as pydantic models (the status models are in ``webhook_status``).
 
 These models are the single source of truth: the CRD in ``crds/`` is generated from them (``api.crd``), and the
 operator parses every resource it receives through them, so the API server and the operator can never disagree on
@@ -10,13 +10,16 @@ have are marked "Extension". Kubernetes-only schema keywords (CEL rules, list ty
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
+from pydantic import ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
 
-EXTENSION = "Extension (not in the OpenMetadata schema): "
+from webhook_operator.api._model import EXTENSION, ResourceModel
+
+# The status half of the resource, re-exported: ``api.webhook`` is the one import for the whole Webhook resource.
+from webhook_operator.api.webhook_status import WebhookState as WebhookState
+from webhook_operator.api.webhook_status import WebhookStatus as WebhookStatus
 
 # RFC 9110 token: the characters allowed in an HTTP header field name.
 HEADER_NAME_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
@@ -27,14 +30,6 @@ MAX_BATCH_SIZE = 100
 MAX_TIMEOUT_SECONDS = 300
 
 
-class _Model(BaseModel):
-    """Strict about unknown fields (typos must not be silently ignored) and populated by the camelCase names the
-    resource uses on the wire. Booleans and integers are strict too (``"yes"`` is not ``true``), exactly as the API
-    server judges them."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_enum_values=False)
-
-
 class WebhookType(StrEnum):
     """Type of webhook."""
 
@@ -43,16 +38,6 @@ class WebhookType(StrEnum):
     MSTEAMS = "MSTeams"
     GOOGLE_CHAT = "GoogleChat"
     CUSTOM = "Custom"
-
-
-class WebhookState(StrEnum):
-    """Status of the webhook (the seed's ``status`` enum, reported in ``status.status``)."""
-
-    ACTIVE = "active"
-    DISABLED = "disabled"
-    FAILED = "failed"
-    AWAITING_RETRY = "awaitingRetry"
-    RETRY_LIMIT_REACHED = "retryLimitReached"
 
 
 class EventType(StrEnum):
@@ -77,7 +62,7 @@ _STRING_LIST: dict[str, Any] = {
 }
 
 
-class EventFilter(_Model):
+class EventFilter(ResourceModel):
     event_type: EventType = Field(alias="eventType", description="Type of event to subscribe to")
     entities: list[str] | None = Field(
         default=None,
@@ -98,12 +83,12 @@ class EventFilter(_Model):
     )
 
 
-class SecretKeySelector(_Model):
+class SecretKeySelector(ResourceModel):
     name: str = Field(description="Name of a Secret in the Webhook's namespace.", min_length=1, max_length=253)
     key: str = Field(description="Key within the Secret.", min_length=1, max_length=253)
 
 
-class HeaderFromSecret(_Model):
+class HeaderFromSecret(ResourceModel):
     name: str = Field(
         description="HTTP header name.",
         min_length=1,
@@ -113,7 +98,7 @@ class HeaderFromSecret(_Model):
     secret_key_ref: SecretKeySelector = Field(alias="secretKeyRef", description="Secret key holding the header value.")
 
 
-class TlsConfig(_Model):
+class TlsConfig(ResourceModel):
     ca_bundle_secret_ref: SecretKeySelector | None = Field(
         default=None,
         alias="caBundleSecretRef",
@@ -127,7 +112,7 @@ class TlsConfig(_Model):
     )
 
 
-class WebhookConfig(_Model):
+class WebhookConfig(ResourceModel):
     endpoint: str = Field(
         description="HTTP endpoint URL",
         min_length=1,
@@ -235,7 +220,7 @@ class WebhookConfig(_Model):
         return self
 
 
-class EntityReference(_Model):
+class EntityReference(ResourceModel):
     type: str = Field(description="Entity type of the referenced entity (user, team, domain, ...).", min_length=1)
     name: str | None = Field(default=None, description="Name of the entity instance.")
     id: str | None = Field(default=None, description="Unique identifier of the entity instance.")
@@ -247,7 +232,7 @@ class EntityReference(_Model):
     )
 
 
-class TagLabel(_Model):
+class TagLabel(ResourceModel):
     tag_fqn: str = Field(alias="tagFQN", description="Fully qualified name of the tag or glossary term.", min_length=1)
     source: str | None = Field(
         default=None,
@@ -267,7 +252,7 @@ class TagLabel(_Model):
     )
 
 
-class WebhookSpec(_Model):
+class WebhookSpec(ResourceModel):
     display_name: str | None = Field(
         default=None, alias="displayName", description="Display name for the webhook", max_length=256
     )
@@ -311,102 +296,3 @@ class WebhookSpec(_Model):
         if self.webhook_config.payload_template is not None and self.webhook_type is not WebhookType.CUSTOM:
             raise ValueError("webhookConfig.payloadTemplate is only allowed with webhookType Custom")
         return self
-
-
-# -- status ----------------------------------------------------------------------------------------------------
-
-
-class ConditionStatus(StrEnum):
-    TRUE = "True"
-    FALSE = "False"
-    UNKNOWN = "Unknown"
-
-
-class Condition(_Model):
-    type: str = Field(description="Type of condition, e.g. Ready.")
-    status: ConditionStatus = Field(description="True, False or Unknown.")
-    reason: str = Field(default="", description="CamelCase reason for the last transition.")
-    message: str = Field(default="", description="Human-readable details.")
-    last_transition_time: datetime | None = Field(
-        default=None, alias="lastTransitionTime", description="When the status last changed (RFC 3339)."
-    )
-    observed_generation: int | None = Field(
-        default=None, alias="observedGeneration", description="metadata.generation this condition reflects."
-    )
-
-
-class FailureDetails(_Model):
-    last_failed_at: datetime | None = Field(default=None, alias="lastFailedAt", description="Timestamp of last failure")
-    last_failed_status_code: int | None = Field(
-        default=None, alias="lastFailedStatusCode", description="HTTP status code of last failure"
-    )
-    last_failed_reason: str | None = Field(
-        default=None, alias="lastFailedReason", description="Reason for last failure"
-    )
-    next_attempt: datetime | None = Field(
-        default=None, alias="nextAttempt", description="Timestamp of next retry attempt"
-    )
-
-
-class DeliveryCounts(_Model):
-    delivered: int = Field(default=0, ge=0, description="Events delivered successfully.")
-    failed: int = Field(default=0, ge=0, description="Delivery attempts that failed.")
-    pending: int = Field(default=0, ge=0, description="Events queued for delivery.")
-
-
-class LastTest(_Model):
-    time: datetime = Field(description="When the test delivery was sent.")
-    success: bool = Field(description="Whether the endpoint answered 2xx.")
-    status_code: int | None = Field(default=None, alias="statusCode", description="HTTP status of the answer.")
-    latency_ms: int = Field(default=0, ge=0, alias="latencyMs", description="Time to the answer, milliseconds.")
-    error: str | None = Field(default=None, description="Why the test failed (secrets masked).")
-    event_id: str | None = Field(default=None, alias="eventId", description="Id of the synthetic test event.")
-    requested_by: str | None = Field(
-        default=None, alias="requestedBy", description="Who asked: a user, or the manager of the annotation."
-    )
-    trigger: str | None = Field(
-        default=None, description="The events.open-metadata.org/test annotation value that asked, if any."
-    )
-
-
-class HandledAnnotations(_Model):
-    """The last value of each operation annotation the operator acted on; a different value is a new request."""
-
-    test: str | None = Field(default=None, description="Last handled events.open-metadata.org/test value.")
-    resume: str | None = Field(default=None, description="Last handled events.open-metadata.org/resume value.")
-    skip: str | None = Field(default=None, description="Last handled events.open-metadata.org/skip value.")
-    redeliver: str | None = Field(default=None, description="Last handled events.open-metadata.org/redeliver value.")
-
-
-class WebhookStatus(_Model):
-    observed_generation: int | None = Field(
-        default=None,
-        alias="observedGeneration",
-        description="metadata.generation last processed by the operator.",
-    )
-    conditions: list[Condition] | None = Field(
-        default=None,
-        description="kstatus conditions; Ready tells whether events are being delivered.",
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-    )
-    status: WebhookState | None = Field(default=None, description="Status of the webhook")
-    failure_details: FailureDetails | None = Field(
-        default=None, alias="failureDetails", description="Details of webhook delivery failures"
-    )
-    last_successful_at: datetime | None = Field(
-        default=None, alias="lastSuccessfulAt", description="Timestamp of the last successful delivery."
-    )
-    counts: DeliveryCounts | None = Field(
-        default=None, description="Delivery counters since the webhook was registered with the operator."
-    )
-    last_test: LastTest | None = Field(
-        default=None,
-        alias="lastTest",
-        description=EXTENSION + "Result of the last test delivery (annotation events.open-metadata.org/test, "
-        "the operations API or kubectl webhook test).",
-    )
-    handled_annotations: HandledAnnotations | None = Field(
-        default=None,
-        alias="handledAnnotations",
-        description=EXTENSION + "Operation annotations already acted on, so a restart does not repeat them.",
-    )

@@ -1,12 +1,13 @@
 """Helpers shared by every format: what an event is called, where it links to, what changed, who is told.
 
-Formats import nothing from each other, only this module (and ``base``), so each format stays one readable file
-(Flux's one-file-per-notifier) and changing one chat layout can never break another. Everything here is pure and
-deterministic: the same batch always renders to the same bytes, which the golden tests rely on and which keeps a
-retried delivery byte-identical (and so its signature too).
+Formats import nothing from each other, only this module, ``base``, ``payload`` and ``api`` (compact JSON and
+``truncate``, which the engine and the status use too), so each format stays one file (Flux's one-file-per-notifier)
+and changing one chat layout can never break another. Everything here is pure and deterministic: the same batch
+always renders to the same bytes, which the golden tests rely on and which keeps a retried delivery byte-identical
+(and so its signature too).
 
-The Generic payload builder lives here as well, because Custom without a template must send exactly the Generic
-body and Custom templates see exactly the Generic per-event objects.
+The Generic payload objects are not here but in ``payload``: they are the Generic format's own shape, shared with
+Custom only, not a helper every format uses.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
+from webhook_operator.api.encoding import compact_json_text
 from webhook_operator.api.events import ChangeEvent
+from webhook_operator.api.text import ELLIPSIS, truncate
 from webhook_operator.formats.base import FormatError, RenderContext
 
-ELLIPSIS = "…"
 ARROW = "→"
 #: Longest rendering of one old or new value; chat messages are for reading, the Generic body has the full data.
 MAX_VALUE_CHARS = 200
@@ -34,23 +36,7 @@ MAX_CHANGES_BATCHED = 5
 
 T = TypeVar("T")
 
-# -- JSON and truncation ---------------------------------------------------------------------------------------
-
-
-def compact_json(data: Any) -> str:
-    """Compact JSON text, non-ASCII kept raw (as OpenMetadata's Java server sends it)."""
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-
-
-def json_bytes(data: Any) -> bytes:
-    return compact_json(data).encode("utf-8")
-
-
-def truncate(text: str, limit: int) -> str:
-    """At most ``limit`` characters (code points, which is how Slack and Google count), marked with an ellipsis."""
-    if limit < 1:
-        raise ValueError("limit must be positive")
-    return text if len(text) <= limit else text[: limit - 1] + ELLIPSIS
+# -- truncation and fitting (``truncate`` and compact JSON are ``api``'s: the status and the engine share them) ------
 
 
 def one_line(text: str, limit: int = MAX_VALUE_CHARS) -> str:
@@ -213,7 +199,7 @@ def _describe_item(item: Any) -> str:
         if len(item) == 1:  # custom properties: [{"costCenter": "CC-2040"}]
             ((key, value),) = item.items()
             return f"{key}: {_describe_item(value)}"
-        return compact_json(item)
+        return compact_json_text(item)
     if isinstance(item, bool):
         return "true" if item else "false"
     if item is None:
@@ -374,39 +360,3 @@ def batch_recipients(events: Sequence[ChangeEvent], ctx: RenderContext) -> Recip
         _unique(ref for recipients in per_event for ref in recipients.followers),
         _unique(ref for recipients in per_event for ref in recipients.admins),
     )
-
-
-# -- the Generic payload (shared with Custom) ------------------------------------------------------------------
-
-_SEED_KEYS = ("eventType", "timestamp", "entityType", "entityId", "entityFullyQualifiedName", "userName", "entity")
-
-
-def event_payload(event: ChangeEvent, ctx: RenderContext) -> dict[str, Any]:
-    """One event as the seed's payload object: its keys first in the seed's order, then every other event field
-    (``id`` for receivers written against OpenMetadata's own ChangeEvent, versions, domains, impersonatedBy, fields
-    this operator does not know). No ``signature``: the body is what gets signed, so the signature travels in a
-    header. ``recipients`` only when a sendTo* flag is set, per event because each event has its own entity."""
-    wire = event.wire()
-    payload: dict[str, Any] = {"eventId": event.id}
-    payload.update((key, wire[key]) for key in _SEED_KEYS if key in wire)
-    if "changeDescription" in wire:
-        payload["changeDescription"] = wire["changeDescription"]
-    payload["webhookName"] = ctx.webhook_name
-    payload.update((key, value) for key, value in wire.items() if key not in payload)
-    payload.pop("signature", None)
-    payload.pop("recipients", None)
-    if wants_recipients(ctx):
-        payload["recipients"] = resolve_recipients(event, ctx).as_json()
-    return payload
-
-
-def generic_document(events: Sequence[ChangeEvent], ctx: RenderContext) -> Any:
-    """batchSize 1: the event object itself. batchSize > 1: always OpenMetadata's list shape
-    ``{"data": [...], "paging": {"total": n}}``, even for a batch of one, so a receiver parses one shape."""
-    require_events(events)
-    payloads = [event_payload(event, ctx) for event in events]
-    if ctx.batch_size == 1:
-        if len(payloads) != 1:
-            raise FormatError(f"batchSize is 1 but the batch holds {len(payloads)} events")
-        return payloads[0]
-    return {"data": payloads, "paging": {"total": len(payloads)}}

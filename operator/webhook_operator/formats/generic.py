@@ -1,6 +1,6 @@
 """Generic: the event itself, as JSON, for receivers that process metadata changes programmatically.
 
-Shape (details in ``_common.event_payload`` and docs/formats.md):
+Shape (built by ``payload.event_payload``, which Custom shares; details in docs/formats.md):
 
 * batchSize 1: the seed's payload object ``{"eventId", "eventType", "timestamp", "entityType", "entityId",
   "entityFullyQualifiedName", "userName", "entity", "changeDescription", "webhookName", ...}`` with ``entity``
@@ -23,11 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from webhook_operator.api.encoding import compact_json
 from webhook_operator.api.events import ChangeEvent
-from webhook_operator.formats._common import generic_document, json_bytes
 from webhook_operator.formats.base import RenderContext, Rendered
+from webhook_operator.formats.payload import generic_document
 
 
 class GenericFormatter:
     def render(self, events: Sequence[ChangeEvent], ctx: RenderContext) -> Rendered:
-        return Rendered(body=json_bytes(generic_document(events, ctx)), content_type="application/json")
+        return Rendered(body=compact_json(generic_document(events, ctx)), content_type="application/json")

@@ -21,7 +21,9 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
+from webhook_operator.api.encoding import compact_json
 from webhook_operator.api.events import ChangeEvent
+from webhook_operator.api.text import truncate
 from webhook_operator.formats._common import (
     MAX_CHANGES_BATCHED,
     MAX_CHANGES_SINGLE,
@@ -30,7 +32,6 @@ from webhook_operator.formats._common import (
     entity_url,
     fit_largest,
     join_within,
-    json_bytes,
     meta_line,
     more_note,
     one_line,
@@ -38,7 +39,6 @@ from webhook_operator.formats._common import (
     subject,
     summarize_changes,
     title,
-    truncate,
 )
 from webhook_operator.formats.base import RenderContext, Rendered
 
@@ -103,7 +103,7 @@ class GoogleChatFormatter:
             return {"text": heading, "cardsV2": [{"cardId": f"openmetadata-{events[0].id}", "card": card}]}
 
         def fits(message: dict[str, Any]) -> bool:
-            return _widget_count(message) <= MAX_WIDGETS and len(json_bytes(message)) <= MAX_BYTES
+            return _widget_count(message) <= MAX_WIDGETS and len(compact_json(message)) <= MAX_BYTES
 
         message = fit_largest(len(events), build, fits)
-        return Rendered(body=json_bytes(message), content_type="application/json")
+        return Rendered(body=compact_json(message), content_type="application/json")

@@ -23,7 +23,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from webhook_operator.api.encoding import compact_json
 from webhook_operator.api.events import ChangeEvent
+from webhook_operator.api.text import truncate
 from webhook_operator.formats._common import (
     MAX_CHANGES_BATCHED,
     MAX_CHANGES_SINGLE,
@@ -33,7 +35,6 @@ from webhook_operator.formats._common import (
     entity_kind,
     entity_url,
     fit_largest,
-    json_bytes,
     meta_line,
     more_note,
     one_line,
@@ -41,7 +42,6 @@ from webhook_operator.formats._common import (
     subject,
     summarize_changes,
     title,
-    truncate,
 )
 from webhook_operator.formats.base import RenderContext, Rendered
 
@@ -104,7 +104,7 @@ class MSTeamsFormatter:
         footer = [_text(mentions, isSubtle=True, separator=True)] if mentions else []
         single = len(events) == 1
         message = self._single(events[0], ctx, footer) if single else self._batch(events, ctx, footer)
-        return Rendered(body=json_bytes(message), content_type="application/json")
+        return Rendered(body=compact_json(message), content_type="application/json")
 
     @staticmethod
     def _single(event: ChangeEvent, ctx: RenderContext, footer: list[dict[str, Any]]) -> dict[str, Any]:
@@ -117,7 +117,7 @@ class MSTeamsFormatter:
         limits = [MAX_CHANGES_SINGLE, 10, 5, 0]  # fewer facts until it fits (huge values in every field)
         candidates = (_message([*head, *_facts(event, limit), *footer], actions) for limit in limits)
         for message in candidates:
-            if len(json_bytes(message)) <= MAX_BYTES:
+            if len(compact_json(message)) <= MAX_BYTES:
                 return message
         return _message([_text(title(event), weight="Bolder", size="Medium")], actions)
 
@@ -132,4 +132,4 @@ class MSTeamsFormatter:
                 body.append(_text(more_note(len(events) - shown, "event"), isSubtle=True, separator=True))
             return _message([*body, *footer], [])
 
-        return fit_largest(len(events), build, lambda message: len(json_bytes(message)) <= MAX_BYTES)
+        return fit_largest(len(events), build, lambda message: len(compact_json(message)) <= MAX_BYTES)

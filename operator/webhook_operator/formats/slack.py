@@ -23,19 +23,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from webhook_operator.api.encoding import compact_json, compact_json_text
 from webhook_operator.api.events import ChangeEvent
+from webhook_operator.api.text import truncate
 from webhook_operator.formats._common import (
     MAX_CHANGES_BATCHED,
     MAX_CHANGES_SINGLE,
     MAX_NAME_CHARS,
     action,
     batch_recipients,
-    compact_json,
     entity_kind,
     entity_url,
     fit_largest,
     join_within,
-    json_bytes,
     meta_line,
     more_note,
     one_line,
@@ -43,7 +43,6 @@ from webhook_operator.formats._common import (
     subject,
     summarize_changes,
     title,
-    truncate,
 )
 from webhook_operator.formats.base import RenderContext, Rendered
 
@@ -111,7 +110,7 @@ class SlackFormatter:
             return {"text": escape(truncate(fallback, MAX_FALLBACK_CHARS)), "blocks": blocks}
 
         def fits(message: dict[str, Any]) -> bool:
-            return len(message["blocks"]) <= MAX_BLOCKS and len(compact_json(message)) <= MAX_MESSAGE_CHARS
+            return len(message["blocks"]) <= MAX_BLOCKS and len(compact_json_text(message)) <= MAX_MESSAGE_CHARS
 
         message = fit_largest(len(events), build, fits)
-        return Rendered(body=json_bytes(message), content_type="application/json")
+        return Rendered(body=compact_json(message), content_type="application/json")

@@ -9,7 +9,7 @@ Validation is all-or-nothing: one bad event refuses the whole post (400) so a se
 half-accepted batch. Error messages name the failing field with its position, the way a person would look it up in
 the body: ``data[3].timestamp: Field required``, ``[0].eventType: Input should be a valid string``.
 
-The per-event bodies are ``json.dumps(raw, separators=(",", ":"), ensure_ascii=False)`` of the object as received,
+The per-event bodies are ``api.encoding.compact_json(raw)`` of the object as received,
 not of the model: the model normalises (``entity`` parsed from a JSON string, unknown fields in a different order),
 and the store should keep what OpenMetadata actually sent.
 """
@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from webhook_operator.api.encoding import compact_json
 from webhook_operator.api.events import ChangeEvent
 from webhook_operator.intake.errors import IntakeError
 
@@ -122,7 +123,7 @@ def _items(value: Any) -> tuple[str | None, list[Any] | None]:
 
 def _compact(item: dict[str, Any], where: str) -> bytes:
     try:
-        return json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return compact_json(item)
     except UnicodeEncodeError:
         # "\ud800" alone is valid JSON syntax but not Unicode text; the store keeps UTF-8, so refuse it here.
         raise IntakeError(400, f"{where or 'body'}: a string holds an unpaired UTF-16 surrogate escape") from None

@@ -7,7 +7,12 @@ runs in a worker thread.
 * ``summary`` (pure): snapshot + generation + operator conditions + previous status → the status dict.
 * ``schedule`` (pure): per-webhook debounce/coalescing, global rate cap, backoff.
 * ``events``: which transitions deserve an Event (pure) and a rate-limited ``EventRecorder``.
-* ``writer``: ``StatusWriter``, the engine's ``StateObserver``.
+* ``entry`` (pure): what is known about one webhook and the status patch built from it.
+* ``writer``: ``StatusWriter``, the engine's ``StateObserver``: a facade over the four parts below.
+* ``ledger`` (no I/O): every webhook's entry and when its status is due (with ``schedule``).
+* ``pump``: the background task: which due writes start now, within the rate cap and the pool.
+* ``patcher``: one patch call in the writer's thread pool, classified, counted and logged.
+* ``event_queue``: Events asked for by the synchronous callbacks, posted by the background task.
 * ``kube``: the client calls and how their errors are classified.
 """
 

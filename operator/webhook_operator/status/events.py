@@ -26,10 +26,11 @@ from typing import Any
 
 from webhook_operator.api.crd import API_VERSION, KIND
 from webhook_operator.api.outcomes import Reason, WebhookSnapshot
-from webhook_operator.api.webhook import WebhookState
+from webhook_operator.api.text import truncate
+from webhook_operator.api.webhook_status import WebhookState
 from webhook_operator.status.kube import ClientSource, Kube, classify, describe
-from webhook_operator.status.schedule import Outcome, TokenBucket
-from webhook_operator.status.summary import rfc3339, truncate
+from webhook_operator.status.schedule import PatchOutcome, TokenBucket
+from webhook_operator.status.summary import MAX_MESSAGE, rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def transition_events(previous: WebhookSnapshot | None, current: WebhookSnapshot
     """
     was = previous.state if previous is not None else None
     now = current.state
-    message = truncate(current.message)
+    message = truncate(current.message, MAX_MESSAGE)
     config_error = current.reason == Reason.CONFIGURATION_ERROR
     was_config_error = previous is not None and previous.reason == Reason.CONFIGURATION_ERROR
     events: list[EventSpec] = []
@@ -144,16 +145,16 @@ class EventRecorder:
         series.sent_at = now  # reserve the window before awaiting, so concurrent repeats are tallied
         occurrences = series.tallied + 1
         series.tallied = 0
-        loop = asyncio.get_running_loop()
+        loop, text = asyncio.get_running_loop(), truncate(message, MAX_MESSAGE)
         try:
             name, count = await loop.run_in_executor(
-                self._executor, self._send, ref, type, reason, truncate(message), series.name, series.count, occurrences
+                self._executor, self._send, ref, type, reason, text, series.name, series.count, occurrences
             )
         except Exception as exc:
             # Give the window back so the next occurrence tries again, and keep this one in the tally.
             series.sent_at, series.tallied = reserved_from, series.tallied + occurrences
             self.failed_total += 1
-            (log.debug if classify(exc) is Outcome.RETRY else log.warning)(
+            (log.debug if classify(exc) is PatchOutcome.RETRY else log.warning)(
                 "event %s for %s/%s not recorded: %s", reason, ref.namespace, ref.name, describe(exc)
             )
             return False
@@ -172,7 +173,7 @@ class EventRecorder:
                 self._kube.patch_event(ref.namespace, name, patch)
                 return name, count + occurrences
             except Exception as exc:
-                if classify(exc) is not Outcome.GONE:
+                if classify(exc) is not PatchOutcome.GONE:
                     raise
         name = f"{ref.name}.{time.time_ns():x}"
         involved: dict[str, Any] = {

@@ -16,7 +16,7 @@ import urllib3
 from kubernetes import client as k8s
 
 from webhook_operator.api.crd import GROUP, PLURAL, VERSION
-from webhook_operator.status.schedule import Outcome
+from webhook_operator.status.schedule import PatchOutcome
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ REQUEST_TIMEOUT = (5.0, 15.0)
 ClientSource = k8s.ApiClient | Callable[[], k8s.ApiClient]
 
 
-def classify(exc: BaseException) -> Outcome:
+def classify(exc: BaseException) -> PatchOutcome:
     """What a failed call means for the caller.
 
     404 → the object is gone. 400/422 → this body is invalid and resending it cannot help. Everything else —
@@ -36,13 +36,13 @@ def classify(exc: BaseException) -> Outcome:
     """
     if isinstance(exc, k8s.ApiException):
         if exc.status == 404:
-            return Outcome.GONE
+            return PatchOutcome.GONE
         if exc.status in (400, 422):
-            return Outcome.REJECTED
-        return Outcome.RETRY
+            return PatchOutcome.REJECTED
+        return PatchOutcome.RETRY
     if isinstance(exc, urllib3.exceptions.HTTPError | OSError | TimeoutError):
-        return Outcome.RETRY
-    return Outcome.REJECTED  # a programming error: log it, do not spin on it
+        return PatchOutcome.RETRY
+    return PatchOutcome.REJECTED  # a programming error: log it, do not spin on it
 
 
 def describe(exc: BaseException) -> str:

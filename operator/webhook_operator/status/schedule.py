@@ -58,7 +58,10 @@ class TokenBucket:
         return 0.0 if self._tokens >= 1.0 else (1.0 - self._tokens) / self.rate
 
 
-class Outcome(Enum):
+class PatchOutcome(Enum):
+    """How one status patch went (``kube.classify`` judges Event calls with it too); named apart from the
+    delivery's ``Outcome`` (``delivery.sender``), which it has nothing to do with."""
+
     WRITTEN = "written"  # the API accepted the patch
     UNCHANGED = "unchanged"  # nothing to send: desired equals what was last written
     REJECTED = "rejected"  # the API refused this body (400/422); do not resend it until it changes
@@ -175,16 +178,16 @@ class Scheduler:
         slot.in_flight = True
         return slot.version
 
-    def finish(self, key: str, now: float, version: int, outcome: Outcome) -> None:
+    def finish(self, key: str, now: float, version: int, outcome: PatchOutcome) -> None:
         """Account for a write (or a skipped one) that carried ``version``."""
         slot = self._slots.get(key)
         if slot is None:
             return
-        if outcome is Outcome.GONE:
+        if outcome is PatchOutcome.GONE:
             del self._slots[key]
             return
         slot.in_flight = False
-        if outcome is Outcome.RETRY:
+        if outcome is PatchOutcome.RETRY:
             slot.failures += 1
             delay = min(self.backoff_max, self.backoff_initial * 2 ** (slot.failures - 1))
             slot.retry_at = now + delay
@@ -193,7 +196,7 @@ class Scheduler:
             return
         slot.failures = 0
         slot.retry_at = 0.0
-        if outcome is not Outcome.UNCHANGED:
+        if outcome is not PatchOutcome.UNCHANGED:
             slot.last_patch = now
         if slot.version == version:
             slot.due = slot.dirty_since = None

@@ -6,7 +6,7 @@ status can have is present, and a field that no longer applies is ``None`` (merg
 That is how ``nextAttempt`` disappears once retries are over, without reading the resource first. Lists (the
 conditions) are replaced whole by a merge patch, so conditions are always listed in full.
 
-Conditions follow kstatus (``/work/shared/reference/anchors.md``):
+Conditions follow the kstatus conventions:
 
 * ``Ready`` is always present. ``True`` only while the webhook is ``active`` and the operator has no configuration
   problem; ``False`` for disabled, awaitingRetry, failed, retryLimitReached or a configuration problem; ``Unknown``
@@ -34,10 +34,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from webhook_operator.api.outcomes import Reason, WebhookSnapshot
-from webhook_operator.api.webhook import WebhookState
+from webhook_operator.api.text import truncate
+from webhook_operator.api.webhook_status import WebhookState
 
+#: Longest condition message, failure reason or Event message (``api.text.truncate`` marks the cut).
 MAX_MESSAGE = 1024
-_ELLIPSIS = "…"
 
 READY = "Ready"
 STALLED = "Stalled"
@@ -81,11 +82,6 @@ class OperatorConditions:
 NO_CONDITIONS = OperatorConditions()
 
 
-def truncate(text: str, limit: int = MAX_MESSAGE) -> str:
-    """Cut ``text`` to ``limit`` characters, marking the cut."""
-    return text if len(text) <= limit else text[: limit - len(_ELLIPSIS)] + _ELLIPSIS
-
-
 def rfc3339(timestamp: float, *, round_up: bool = False) -> str:
     """Whole-second RFC 3339 UTC with a ``Z``, like every Kubernetes timestamp. ``round_up`` for times in the
     future (``nextAttempt``) so the shown time is never earlier than the real one."""
@@ -119,7 +115,7 @@ def _condition(
         "type": type_,
         "status": status,
         "reason": reason,
-        "message": truncate(message),
+        "message": truncate(message, MAX_MESSAGE),
         "lastTransitionTime": since,
     }
     if generation is not None:
@@ -140,7 +136,7 @@ def _failure_details(snapshot: WebhookSnapshot) -> dict[str, Any] | None:
     return {
         "lastFailedAt": rfc3339(s.last_failed_at) if s.last_failed_at is not None else None,
         "lastFailedStatusCode": s.last_failed_status_code,
-        "lastFailedReason": truncate(s.last_failed_reason) if s.last_failed_reason else None,
+        "lastFailedReason": truncate(s.last_failed_reason, MAX_MESSAGE) if s.last_failed_reason else None,
         "nextAttempt": rfc3339(s.next_attempt_at, round_up=True) if retrying and s.next_attempt_at else None,
     }
 

@@ -12,7 +12,7 @@ from webhook_operator.api.operations import (
     parse_redeliver,
     parse_time,
 )
-from webhook_operator.api.webhook import WebhookStatus
+from webhook_operator.api.webhook_status import WebhookStatus
 
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 

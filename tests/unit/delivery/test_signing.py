@@ -7,9 +7,10 @@ import base64
 import hashlib
 import hmac
 import json
-import time
+from datetime import UTC, datetime, tzinfo
 
 import pytest
+import standardwebhooks.webhooks
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from webhook_operator.api.webhook import SignatureScheme
@@ -43,6 +44,33 @@ BODIES = [
 WHSEC_1 = "whsec_" + base64.b64encode(b"first-rotation-key-0123456789ab").decode()
 WHSEC_2 = "whsec_" + base64.b64encode(b"second-rotation-key-abcdefghijk").decode()
 
+#: The signing time of every Standard Webhooks test (2026-01-01T00:00:00.750Z): the timestamp header and the
+#: signatures are then exact values, and a signer that read the machine's clock instead of ``now`` would fail.
+NOW = 1_767_225_600.75
+TIMESTAMP = "1767225600"  # unix seconds, truncated
+
+
+class ReceiverClock:
+    """The time the standardwebhooks library's verifier believes it is; it rejects timestamps more than 5 minutes
+    off, so it has to be pinned to ``NOW`` (or moved on purpose) instead of reading the machine's clock."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+
+
+@pytest.fixture
+def receiver_clock(monkeypatch: pytest.MonkeyPatch) -> ReceiverClock:
+    clock = ReceiverClock()
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> Frozen:
+            return cls.fromtimestamp(clock.now, tz)
+
+    # The library reads ``datetime.now`` from its module namespace; a missing name fails here, not silently.
+    monkeypatch.setattr(standardwebhooks.webhooks, "datetime", Frozen, raising=True)
+    return clock
+
 
 @pytest.mark.parametrize("body", BODIES)
 @pytest.mark.parametrize("secret", ["s3cr3t", "ключ-🔑", "x" * 300])
@@ -59,12 +87,23 @@ def test_openmetadata_signature_format() -> None:
     assert len(signature) == len("sha256=") + 64
 
 
+def test_standard_webhooks_headers_are_exact_for_a_fixed_time() -> None:
+    headers = standard_webhooks_headers([WHSEC_1], "msg_2b9f", int(NOW), BODIES[0])
+    assert headers == {
+        "webhook-id": "msg_2b9f",
+        "webhook-timestamp": TIMESTAMP,
+        "webhook-signature": "v1,oRIR3CaNYGu4aJ2kgc60e7yI03rmDKMbTPr9m19i8Fw=",
+    }
+    # The same value as the reference library's own signer computes for that instant.
+    moment = datetime.fromtimestamp(int(NOW), UTC)
+    assert headers["webhook-signature"] == Webhook(WHSEC_1).sign("msg_2b9f", moment, BODIES[0].decode())
+
+
 @pytest.mark.parametrize("body", BODIES)
-def test_standard_webhooks_verified_by_library(body: bytes) -> None:
-    now = int(time.time())
-    headers = standard_webhooks_headers([WHSEC_1], "msg_2b9f", now, body)
+def test_standard_webhooks_verified_by_library(body: bytes, receiver_clock: ReceiverClock) -> None:
+    headers = standard_webhooks_headers([WHSEC_1], "msg_2b9f", int(NOW), body)
     assert headers["webhook-id"] == "msg_2b9f"
-    assert headers["webhook-timestamp"] == str(now)
+    assert headers["webhook-timestamp"] == TIMESTAMP
     assert headers["webhook-signature"].startswith("v1,")
     Webhook(WHSEC_1).verify(body, headers, json_parse=False)  # raises on mismatch
     with pytest.raises(WebhookVerificationError):
@@ -73,9 +112,23 @@ def test_standard_webhooks_verified_by_library(body: bytes) -> None:
         Webhook(WHSEC_1).verify(body + b" ", headers, json_parse=False)
 
 
-def test_standard_webhooks_rotation_each_secret_verifies() -> None:
+def test_standard_webhooks_timestamp_is_what_receivers_judge_freshness_by(receiver_clock: ReceiverClock) -> None:
+    """Signed at ``NOW``: a receiver whose clock reads 4 minutes later accepts it, 6 minutes later (or earlier) it
+    refuses it as a replay, whatever the clock of the machine running this test says."""
+    headers = standard_webhooks_headers([WHSEC_1], "msg_old", int(NOW), BODIES[0])
+    receiver_clock.now = NOW + 240
+    Webhook(WHSEC_1).verify(BODIES[0], headers, json_parse=False)
+    receiver_clock.now = NOW + 360
+    with pytest.raises(WebhookVerificationError, match="too old"):
+        Webhook(WHSEC_1).verify(BODIES[0], headers, json_parse=False)
+    receiver_clock.now = NOW - 360
+    with pytest.raises(WebhookVerificationError, match="too new"):
+        Webhook(WHSEC_1).verify(BODIES[0], headers, json_parse=False)
+
+
+def test_standard_webhooks_rotation_each_secret_verifies(receiver_clock: ReceiverClock) -> None:
     body = BODIES[1]
-    headers = standard_webhooks_headers([WHSEC_1, WHSEC_2], "msg_rot", int(time.time()), body)
+    headers = standard_webhooks_headers([WHSEC_1, WHSEC_2], "msg_rot", int(NOW), body)
     entries = headers["webhook-signature"].split(" ")
     assert len(entries) == 2 and all(e.startswith("v1,") for e in entries)
     Webhook(WHSEC_1).verify(body, headers, json_parse=False)
@@ -85,11 +138,11 @@ def test_standard_webhooks_rotation_each_secret_verifies() -> None:
         Webhook(third).verify(body, headers, json_parse=False)
 
 
-def test_standard_webhooks_plain_secret_uses_utf8_bytes() -> None:
+def test_standard_webhooks_plain_secret_uses_utf8_bytes(receiver_clock: ReceiverClock) -> None:
     """A secret without whsec_ signs with its UTF-8 bytes; the receiver passes whsec_ + base64(secret)."""
     secret = "plain-shared-secret-ß"
     body = BODIES[0]
-    headers = standard_webhooks_headers([secret], "msg_plain", int(time.time()), body)
+    headers = standard_webhooks_headers([secret], "msg_plain", int(NOW), body)
     Webhook("whsec_" + base64.b64encode(secret.encode()).decode()).verify(body, headers, json_parse=False)
     assert standard_webhooks_key(secret) == secret.encode()
 
@@ -107,17 +160,20 @@ def test_standard_webhooks_key_accepts_unpadded_and_rejects_garbage() -> None:
         standard_webhooks_key("whsec_")
 
 
-def test_signature_headers_dispatch() -> None:
+def test_signature_headers_dispatch(receiver_clock: ReceiverClock) -> None:
     body = BODIES[0]
-    now = time.time()
-    assert signature_headers(SignatureScheme.OPENMETADATA, [], "d1", body, now) == {}
-    assert signature_headers(SignatureScheme.STANDARD_WEBHOOKS, (), "d1", body, now) == {}
+    assert signature_headers(SignatureScheme.OPENMETADATA, [], "d1", body, NOW) == {}
+    assert signature_headers(SignatureScheme.STANDARD_WEBHOOKS, (), "d1", body, NOW) == {}
 
-    om = signature_headers(SignatureScheme.OPENMETADATA, ["first", "second"], "d1", body, now)
+    om = signature_headers(SignatureScheme.OPENMETADATA, ["first", "second"], "d1", body, NOW)
     assert list(om) == [OPENMETADATA_SIGNATURE_HEADER]
     assert seed_accepts(body.decode(), om[OPENMETADATA_SIGNATURE_HEADER], "first")  # only the first secret signs
 
-    sw = signature_headers(SignatureScheme.STANDARD_WEBHOOKS, [WHSEC_1, WHSEC_2], "d1", body, now)
-    assert sw["webhook-id"] == "d1"
-    assert sw["webhook-timestamp"] == str(int(now))
+    sw = signature_headers(SignatureScheme.STANDARD_WEBHOOKS, [WHSEC_1, WHSEC_2], "d1", body, NOW)
+    assert sw == {  # ``now`` truncated to whole seconds; one signature per secret, in order
+        "webhook-id": "d1",
+        "webhook-timestamp": TIMESTAMP,
+        "webhook-signature": "v1,AqavrIgV3EtR8zCy+TiRh1XdankFhsd1yj5nSWsyMss= "
+        "v1,trQbOnbQJjeb0Qg2CvirtBxgnyS7czsfSlo8yJJAXX0=",
+    }
     Webhook(WHSEC_2).verify(body, sw, json_parse=False)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import inspect
 import ipaddress
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.abc import ResolveResult
 
 from webhook_operator.delivery.ssrf import AddressPolicy, AddressRefused, GuardedConnector
 
@@ -186,3 +188,50 @@ async def test_guarded_connector_connects_what_policy_allows(receiver: tuple[str
         assert response.status == 200
     assert hits == ["/named"]
     assert log.addresses == [("127.0.0.1", port)]
+
+
+class MultiAnswerResolver(StaticResolver):
+    """A ``StaticResolver`` whose names have several answers, returned in the order given: what a DNS round-robin
+    returns, and what an attacker returns to slip a forbidden address in behind an allowed one."""
+
+    def __init__(self, names: Mapping[str, Sequence[str]]) -> None:
+        super().__init__({})
+        self.answers = {name: list(ips) for name, ips in names.items()}
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.lookups.append(host)
+        return [{"hostname": host, "host": ip, "port": port, "proto": 0, "flags": socket.AI_NUMERICHOST,
+                 "family": socket.AF_INET6 if ":" in ip else socket.AF_INET} for ip in self.answers[host]]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("answers", "reason"),
+    [
+        (["127.0.0.1", "169.254.169.254"], "169.254.169.254 is link-local / cloud metadata"),
+        (["127.0.0.1", "10.0.0.1"], "10.0.0.1 is denied by 10.0.0.0/8"),
+        (["127.0.0.1", "127.0.0.2", "::ffff:169.254.169.254"], "(IPv4-mapped 169.254.169.254) is link-local"),
+        (["::1", "fe80::1"], "fe80::1 is link-local"),
+    ],
+)
+async def test_guarded_connector_refuses_a_name_if_any_answer_is_refused(
+    receiver: tuple[str, list[str]], answers: list[str], reason: str
+) -> None:
+    """The first answer is allowed (and a receiver listens there), a later one is not: the whole name is refused
+    before any socket exists. Checking only the first answer would deliver to the receiver, or, were the first
+    address down, go on to connect to the forbidden one (which the connection log and the tripwire refuse)."""
+    hostport, hits = receiver
+    port = int(hostport.rsplit(":", 1)[1])
+    resolver = MultiAnswerResolver({"mixed.test": answers})
+    log = ConnectionLog()
+    policy = AddressPolicy.from_config(deny=["10.0.0.0/8"], allow_loopback=True)
+    connector = GuardedConnector(policy=policy, resolver=resolver, socket_factory=log)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for _ in range(2):  # the second attempt is answered from aiohttp's DNS cache: refused all the same
+            with pytest.raises(AddressRefused, match=r"refused to connect to mixed\.test:\d+: ") as refused:
+                await session.get(f"http://mixed.test:{port}/mixed")
+            assert reason in refused.value.reason
+    assert resolver.lookups == ["mixed.test"]
+    assert log.addresses == []
+    assert hits == []

@@ -8,9 +8,9 @@ import pytest
 
 from support.events import event, raw
 from webhook_operator.api.events import ChangeEvent
+from webhook_operator.api.text import ELLIPSIS, truncate
 from webhook_operator.api.webhook import WebhookType
 from webhook_operator.formats._common import (
-    ELLIPSIS,
     batch_recipients,
     describe_value,
     entity_kind,
@@ -24,7 +24,6 @@ from webhook_operator.formats._common import (
     resolve_recipients,
     summarize_changes,
     title,
-    truncate,
     version_text,
 )
 from webhook_operator.formats.base import FormatError

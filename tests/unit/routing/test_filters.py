@@ -480,6 +480,17 @@ def test_exclude_qualifier_drops_the_event() -> None:
     assert hits(ef("entityCreated", ["table"], exclude=["tag:Nope.*"])) == {1, 23, 25, 26}
 
 
+def test_exclude_qualifiers_of_different_keys_each_drop_on_their_own() -> None:
+    """Rule 19: exclude qualifiers are not grouped like include's (different keys AND-ed): one match is enough."""
+    by_bot = {14, 16, 19, 20, 34}
+    in_sales = {13, 14, 15, 16, 19, 20, 24, 27, 28, 35, 36, 38}
+    assert updated(exclude=["user:ingestion-bot", "domain:Nope"]) == UPDATED - by_bot  # only the first key matches
+    assert updated(exclude=["domain:Nope", "user:ingestion-bot"]) == UPDATED - by_bot
+    assert hits(ef("entityCreated", exclude=["user:nobody", "tag:PII.*"])) == {2, 3, 4, 5}  # only the second
+    assert updated(exclude=["user:ingestion-bot", "domain:Sales"]) == UPDATED - by_bot - in_sales  # either drops
+    assert not one(EVENTS[16], exclude=["owner:nobody", "user:ingestion-bot", "tag:Nope"])
+
+
 def test_include_and_exclude_together() -> None:
     assert updated(include=["domain:Sales"], exclude=NOISE) == {13, 16, 19, 20, 24, 27, 28, 35, 36}
     assert updated(include=["testCaseResult"], exclude=["status:Success"]) == {19, 34}

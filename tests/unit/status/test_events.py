@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from webhook_operator.api.outcomes import Reason, WebhookSnapshot
-from webhook_operator.api.webhook import WebhookState as S
+from webhook_operator.api.webhook_status import WebhookState as S
 from webhook_operator.status.events import ObjectRef, transition_events
 
 from .fakes import FakeClock, Recorder, unused_client

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from webhook_operator.status.schedule import Outcome, Scheduler, TokenBucket
+from webhook_operator.status.schedule import PatchOutcome, Scheduler, TokenBucket
 
 
 def drain(s: Scheduler, now: float) -> list[str]:
     """Pop every due key and write it successfully at ``now``."""
     done = []
     while (key := s.pop_due(now)) is not None:
-        s.finish(key, now, s.begin(key), Outcome.WRITTEN)
+        s.finish(key, now, s.begin(key), PatchOutcome.WRITTEN)
         done.append(key)
     return done
 
@@ -59,7 +59,7 @@ def test_changes_while_in_flight_are_written_after_the_spacing() -> None:
     version = s.begin("a")
     s.mark("a", 0.1, urgent=True)  # arrives while the write is in flight
     assert s.pop_due(0.2) is None  # never two writes of one webhook at once
-    s.finish("a", 0.3, version, Outcome.WRITTEN)
+    s.finish("a", 0.3, version, PatchOutcome.WRITTEN)
     assert s.next_due() == pytest.approx(2.3)
     assert drain(s, 2.3) == ["a"] and s.next_due() is None
 
@@ -69,7 +69,7 @@ def test_unchanged_does_not_count_as_a_patch() -> None:
     s.mark("a", 0.0, urgent=True)
     key = s.pop_due(0.0)
     assert key is not None
-    s.finish(key, 0.0, s.begin(key), Outcome.UNCHANGED)
+    s.finish(key, 0.0, s.begin(key), PatchOutcome.UNCHANGED)
     s.mark("a", 0.5, urgent=True)
     assert s.next_due() == 0.5  # no spacing: nothing was sent
 
@@ -81,7 +81,7 @@ def test_transient_failures_back_off_and_keep_the_state() -> None:
     for _ in range(7):
         key = s.pop_due(now)
         assert key == "a"
-        s.finish(key, now, s.begin(key), Outcome.RETRY)
+        s.finish(key, now, s.begin(key), PatchOutcome.RETRY)
         due = s.next_due()
         assert due is not None
         delays.append(due - now)
@@ -93,7 +93,7 @@ def test_transient_failures_back_off_and_keep_the_state() -> None:
     assert s.ready(now - 1) == [] and s.next_retry() == now
     key = s.pop_due(now)
     assert key is not None
-    s.finish(key, now, s.begin(key), Outcome.WRITTEN)
+    s.finish(key, now, s.begin(key), PatchOutcome.WRITTEN)
     assert s.failures("a") == 0 and s.next_due() is None
 
 
@@ -104,7 +104,7 @@ def test_gone_and_forget_drop_the_webhook() -> None:
     s.forget("b")
     key = s.pop_due(0.0)
     assert key == "a"
-    s.finish("a", 0.0, s.begin("a"), Outcome.GONE)
+    s.finish("a", 0.0, s.begin("a"), PatchOutcome.GONE)
     assert "a" not in s and "b" not in s and s.pop_due(100.0) is None
 
 
@@ -119,7 +119,7 @@ def test_oldest_due_first_round_robin() -> None:
         s.mark("a", now, urgent=True)
         key = s.pop_due(now)
         if key is not None:
-            s.finish(key, now, s.begin(key), Outcome.WRITTEN)
+            s.finish(key, now, s.begin(key), PatchOutcome.WRITTEN)
             order.append(key)
         now += 0.5
     assert order == ["a", "b", "c", "a", "a"]  # b and c get their turn before "a" goes again

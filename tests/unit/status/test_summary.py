@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from webhook_operator.api.outcomes import Reason, WebhookSnapshot
-from webhook_operator.api.webhook import WebhookState, WebhookStatus
-from webhook_operator.status.summary import MAX_MESSAGE, OperatorConditions, pruned, rfc3339, summarize, truncate
+from webhook_operator.api.text import truncate
+from webhook_operator.api.webhook_status import WebhookState, WebhookStatus
+from webhook_operator.status.summary import MAX_MESSAGE, OperatorConditions, pruned, rfc3339, summarize
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 T1 = T0 + 60
@@ -172,7 +173,7 @@ def test_messages_and_failure_reasons_are_truncated() -> None:
     for condition in status["conditions"]:
         assert len(condition["message"]) == MAX_MESSAGE and condition["message"].endswith("…")
     assert len(status["failureDetails"]["lastFailedReason"]) == MAX_MESSAGE
-    assert truncate("short") == "short"
+    assert truncate("short", MAX_MESSAGE) == "short"
 
 
 def test_unusable_reason_falls_back_to_the_states_reason() -> None:

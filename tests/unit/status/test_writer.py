@@ -12,18 +12,19 @@ import pytest
 from kubernetes.client import ApiException
 
 from webhook_operator.api.outcomes import Reason, WebhookSnapshot
-from webhook_operator.api.webhook import WebhookState as S
+from webhook_operator.api.webhook_status import WebhookState as S
 from webhook_operator.status.events import ObjectRef
 from webhook_operator.status.summary import OperatorConditions, pruned
 from webhook_operator.status.writer import StatusWriter
 
-from .fakes import Recorder, unused_client
+from .fakes import FakeClock, Recorder, unused_client
 
 
 class FakeApi:
-    """Records patches; ``errors`` are raised (first in, first out) before succeeding."""
+    """Records patches with the time ``clock`` says; ``errors`` are raised (first in, first out) before succeeding."""
 
     def __init__(self) -> None:
+        self.clock: Callable[[], float] = time.monotonic
         self.patches: list[tuple[str, str, dict[str, Any], float]] = []
         self.errors: list[BaseException] = []
         self.threads: set[str] = set()
@@ -33,7 +34,7 @@ class FakeApi:
         self.threads.add(threading.current_thread().name)
         if self.errors:
             raise self.errors.pop(0)
-        self.patches.append((namespace, name, status, time.monotonic()))
+        self.patches.append((namespace, name, status, self.clock()))
         self.stored[f"{namespace}/{name}"] = pruned(status)
 
 
@@ -72,15 +73,28 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> Non
 async def test_rapid_snapshots_coalesce_into_two_patches(
     api: FakeApi, make_writer: Callable[..., StatusWriter]
 ) -> None:
-    writer = make_writer(interval=0.5)
+    """200 snapshots 2 ms apart: the first is written at once, the other 199 coalesce into one patch an interval
+    later. The clock is fake and the test runs the writer's passes (``pump``) itself, so the result never depends
+    on how fast this machine gets through 200 iterations (it used to have to fit them in the 0.5 s interval)."""
+    clock = FakeClock()
+    api.clock = clock
+    writer = make_writer(interval=0.5, clock=clock)
     writer.set_generation("ns/h", 1)
-    await writer.start()
-    for i in range(200):
+    writer.webhook_changed(snap(delivered=0))
+    assert writer.pump() is None  # the leading edge went out; only its completion could make more work
+    await eventually(lambda: writer.patches_total == 1)
+    for i in range(1, 200):
+        clock.now = i * 0.002
         writer.webhook_changed(snap(delivered=i))
-        await asyncio.sleep(0.002)
-    await eventually(lambda: bool(api.patches) and api.patches[-1][2]["counts"]["delivered"] == 199)
-    await asyncio.sleep(0.7)  # nothing more follows
+        # Nothing starts: the trailing write is due an interval after the first unwritten change, and stays there.
+        assert writer.pump() == pytest.approx(0.502)
+    clock.now = 0.51
+    assert writer.pump() is None  # the trailing write started
+    await eventually(lambda: writer.patches_total == 2)
+    clock.now = 60.0
+    assert writer.pump() is None and await writer.flush_now() == 0  # nothing more follows
     assert len(api.patches) == 2
+    assert [p[2]["counts"]["delivered"] for p in api.patches] == [0, 199]  # the latest state, coalesced
     assert api.patches[1][3] - api.patches[0][3] >= 0.45  # spaced by the interval
     assert writer.patches_total == 2 and writer.patches_by_key["ns/h"] == 2
     assert api.threads and all(t.startswith("status-writer") for t in api.threads)  # off the event loop
