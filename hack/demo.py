@@ -33,7 +33,7 @@ from aiohttp import web
 from controlplane.cluster import ControlPlane, ControlPlaneError, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-EVENTS = ROOT.parent / "shared" / "data" / "openmetadata-events"
+EVENTS = ROOT / "examples" / "events"
 TOKEN = "demo-intake-token"
 
 

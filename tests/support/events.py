@@ -1,4 +1,4 @@
-"""The shared, real-shaped OpenMetadata ChangeEvents (shared/data/openmetadata-events beside the repository)."""
+"""The real-shaped OpenMetadata ChangeEvents the repository carries in ``examples/events/`` (see its README)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from typing import Any
 from webhook_operator.api.events import ChangeEvent
 
 ROOT = Path(__file__).resolve().parents[2]
-EVENTS_DIR = ROOT.parent / "shared" / "data" / "openmetadata-events"
+EVENTS_DIR = ROOT / "examples" / "events"
 
 
 def event_files() -> list[Path]:
     files = sorted(EVENTS_DIR.glob("[0-9][0-9]-*.json"))
     if not files:
-        raise FileNotFoundError(f"sample events not found in {EVENTS_DIR} (shared/ must sit beside the repository)")
+        raise FileNotFoundError(f"sample events not found in {EVENTS_DIR} (examples/events/ in the repository)")
     return files
 
 

@@ -1,6 +1,6 @@
 """OpenMetadata ChangeEvent, as the server really sends it.
 
-Shapes follow what OpenMetadata 1.x/2.x puts on the wire (see the sample events under shared/data): ``entity`` is an
+Shapes follow what OpenMetadata 1.x/2.x puts on the wire (see the sample events in examples/events/): ``entity`` is an
 object or a JSON *string*, FieldChange values are strings, JSON text inside strings, objects, arrays or booleans,
 ``eventType`` has many values beyond the four a Webhook can subscribe to. So the model is strict only about what
 routing needs (id, eventType, entityType, entityId, timestamp) and keeps every other field, known or not, so that
