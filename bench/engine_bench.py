@@ -5,10 +5,11 @@
 (a) Ceiling: a bare aiohttp client POSTing ~1 KB JSON bodies to a loopback receiver (its own process), once with
     one request in flight (what ordered delivery to ONE webhook can use) and once with 64 in flight (what fan-out
     to many webhooks can use).
-(b) Engine: events submitted by 8 concurrent producers (50 per call, like concurrent intake posts) to the durable
-    SQLite store (synchronous=FULL, every event committed before submit returns) and delivered by the dispatcher through the real sender to the same receiver: batchSize 1 and 10 to one
-    webhook, and batchSize 1 to 100 webhooks (fan-out). Latency is measured from the moment submit() returned (the
-    event is durable) to the receiver's arrival time.
+(b) Engine, built by the composition root (``graph.build_graph``) as the operator builds it: events submitted by 8
+    concurrent producers (50 per call, like concurrent intake posts) to the durable SQLite store (synchronous=FULL,
+    every event committed before submit returns) and delivered by the dispatcher through the real sender to the
+    same receiver: batchSize 1 and 10 to one webhook, and batchSize 1 to 100 webhooks (fan-out). Latency is measured
+    from the moment submit() returned (the event is durable) to the receiver's arrival time.
 (c) p50/p99 latency at half the measured batchSize-1 rate, paced.
 
 Prints events/s, deliveries/s, latency and every rate as a ratio of its ceiling. Numbers vary with machine load;
@@ -33,10 +34,10 @@ import aiohttp
 
 from webhook_operator.api.events import ChangeEvent
 from webhook_operator.api.webhook import WebhookSpec
-from webhook_operator.delivery.dispatcher import Dispatcher, DispatcherConfig
 from webhook_operator.delivery.sender import AiohttpSender
 from webhook_operator.delivery.ssrf import AddressPolicy
 from webhook_operator.delivery.target import WebhookTarget
+from webhook_operator.graph import build_graph
 from webhook_operator.store.sqlite import SqliteStore
 
 HERE = Path(__file__).resolve().parent
@@ -130,10 +131,11 @@ async def ceiling(receiver: ReceiverProcess, count: int, concurrency: int) -> Re
 async def engine_run(receiver: ReceiverProcess, name: str, *, events: int, webhooks: int, batch: int,
                      pace: float | None = None, chunk: int = 50, submitters: int = 8) -> Result:  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
-        store = SqliteStore(Path(tmp) / "store.db", synchronous="FULL")
-        await store.open()
-        sender = AiohttpSender(AddressPolicy(allow_loopback=True), limit=256, limit_per_host=256)
-        dispatcher = Dispatcher(store, sender, config=DispatcherConfig(max_concurrency=64))
+        graph = build_graph(store=SqliteStore(Path(tmp) / "store.db", synchronous="FULL"),
+                            sender=AiohttpSender(AddressPolicy(allow_loopback=True), limit=256, limit_per_host=256),
+                            max_concurrency=64)  # fmt: skip
+        await graph.open()
+        dispatcher = graph.dispatcher
         for n in range(webhooks):
             spec = WebhookSpec.model_validate({
                 "webhookType": "Generic", "batchSize": batch,
@@ -175,9 +177,7 @@ async def engine_run(receiver: ReceiverProcess, name: str, *, events: int, webho
                 await asyncio.sleep(0.02)
             elapsed = time.perf_counter() - started
             arrivals: dict[str, float] = (await receiver.stats(session))["arrivals"]  # type: ignore[assignment]
-        await dispatcher.stop()
-        await sender.close()
-        await store.close()
+        await graph.close()
     latencies = [(arrivals[i] - t) * 1000 for i, t in durable_at.items() if i in arrivals]
     return Result(name, events, events * webhooks, elapsed, latencies)
 

@@ -32,9 +32,14 @@ log = logging.getLogger(__name__)
 _SECRETISH_HEADERS = ("authorization", "x-api-key", "api-key", "x-auth-token", "proxy-authorization")
 
 
+class SecretUnavailable(RuntimeError):
+    """A Secret could not be read for a reason other than its absence (API server down, forbidden): worth
+    retrying soon. The handler layer turns it into its framework's retry (kopf's TemporaryError)."""
+
+
 class SecretReader(Protocol):
     async def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
-        """Decoded values of a Secret, or None when it does not exist."""
+        """Decoded values of a Secret, or None when it does not exist. Raises ``SecretUnavailable``."""
         ...
 
 

@@ -1,36 +1,32 @@
-"""The operator's component graph: store → dispatcher (with sender) → status writer, plus the intake and health
-servers, built once from the configuration and started/stopped as a unit.
+"""The operator process around the engine graph (``graph.build_graph``): the Kubernetes status writer and
+Events, the intake and health servers, retention pruning and the initial sync, started and stopped as a unit.
 
-Built here rather than in the kopf start-up handler so that tests and benchmarks can run the whole data path
-(intake → store → delivery → status) without kopf, and so the handler stays a one-liner.
+Built here rather than in the kopf start-up handler so the handler stays a one-liner, and kept apart from the
+graph so that tests and benchmarks build the same engine without Kubernetes or servers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
 from kubernetes import client as k8s
 
-from webhook_operator.api.outcomes import WebhookSnapshot
 from webhook_operator.config import OperatorConfig
-from webhook_operator.delivery.dispatcher import Dispatcher, DispatcherConfig
-from webhook_operator.delivery.operations import Operations
 from webhook_operator.delivery.sender import AiohttpSender
 from webhook_operator.delivery.ssrf import AddressPolicy
+from webhook_operator.graph import build_graph
 from webhook_operator.intake.app import add_routes, build_app
 from webhook_operator.intake.auth import Authenticator, BearerAuth, FileTokens, TokenSource, load_hmac_secret
 from webhook_operator.intake.operations import operation_routes
-from webhook_operator.metrics import CONTENT_TYPE, Metrics
-from webhook_operator.reconcile import Reconciler, Resource, SecretReader
+from webhook_operator.metrics import CONTENT_TYPE
+from webhook_operator.reconcile import Resource, SecretReader
 from webhook_operator.status.events import EventRecorder
-from webhook_operator.status.summary import OperatorConditions
 from webhook_operator.status.writer import StatusWriter
 from webhook_operator.store.sqlite import SqliteStore
 
@@ -39,60 +35,34 @@ log = logging.getLogger(__name__)
 PRUNE_EVERY = 3600.0
 
 
-class _Observers:
-    """Fan the engine's snapshots out to the status writer and the metrics, and a deleted webhook's removal to
-    both (so its series disappear with it)."""
-
-    def __init__(self, writer: StatusWriter, metrics: Metrics) -> None:
-        self._writer, self._metrics = writer, metrics
-
-    def webhook_changed(self, snapshot: WebhookSnapshot) -> None:
-        self._metrics.webhook_changed(snapshot)
-        self._writer.webhook_changed(snapshot)
-
-    def set_generation(self, key: str, generation: int | None, *, uid: str | None = None,
-                       current_status: Mapping[str, Any] | None = None) -> None:  # fmt: skip
-        self._writer.set_generation(key, generation, uid=uid, current_status=current_status)
-
-    def set_extra(self, key: str, conditions: OperatorConditions) -> None:
-        self._writer.set_extra(key, conditions)
-
-    def record_event(self, key: str, type: str, reason: str, message: str) -> None:
-        self._writer.record_event(key, type, reason, message)
-
-    def forget(self, key: str) -> None:
-        self._writer.forget(key)
-        self._metrics.forget(key)
-
-
 class OperatorService:
+    """The operator process: the engine graph plus what only a deployment has — the Kubernetes status writer and
+    Events, the intake and health servers, retention pruning and the initial sync that gates readiness."""
+
     def __init__(self, config: OperatorConfig, *, api: k8s.ApiClient, secrets: SecretReader,
                  tokens: TokenSource | None = None, api_auth: Authenticator | None = None) -> None:  # fmt: skip
         self.config = config
-        self.metrics = Metrics()
-        self.store = SqliteStore(config.store_path, synchronous=config.store_sync)
         policy = AddressPolicy.from_config(
             allow=config.ssrf_allow_cidr, deny=config.ssrf_deny_cidr, allow_loopback=config.allow_loopback
         )
-        self.sender = AiohttpSender(policy)
         self.events = EventRecorder(api)
         self.writer = StatusWriter(api, interval=config.status_interval, events=self.events)
-        observers = _Observers(self.writer, self.metrics)
-        dispatch = DispatcherConfig(retry=config.retry, max_concurrency=config.max_concurrency,
-                                    on_attempt=self.metrics.attempt)  # fmt: skip
-        self.dispatcher = Dispatcher(self.store, self.sender, observer=observers, config=dispatch)
-        self.operations = Operations(self.dispatcher, self.store, self.sender, observer=self.writer,
-                                     user_agent=dispatch.user_agent)  # fmt: skip
+        self.graph = build_graph(
+            store=SqliteStore(config.store_path, synchronous=config.store_sync), sender=AiohttpSender(policy),
+            status=self.writer, secrets=secrets, retry=config.retry, max_concurrency=config.max_concurrency,
+            admins=config.admins, ui_base_url=config.ui_base_url,
+        )  # fmt: skip
+        self.metrics, self.store, self.dispatcher = self.graph.metrics, self.graph.store, self.graph.dispatcher
+        self.operations, self.annotations = self.graph.operations, self.graph.annotations
+        self.reconciler = self.graph.reconciler
         self.secrets = secrets
-        self.reconciler = Reconciler(self.dispatcher, secrets, observers, admins=config.admins,
-                                     ui_base_url=config.ui_base_url)  # fmt: skip
         if tokens is None and config.intake_token_file is not None:
             tokens = FileTokens(config.intake_token_file)
         hmac_secret = load_hmac_secret(config.intake_hmac_secret_file) if config.intake_hmac_secret_file else None
         self.ready = False
         self.intake_app = build_app(
-            self.dispatcher, tokens=tokens, allow_anonymous=config.intake_allow_anonymous, hmac_secret=hmac_secret,
-            max_body=config.intake_max_body, ready=lambda: self.ready,
+            self.graph.submitter, tokens=tokens, allow_anonymous=config.intake_allow_anonymous,
+            hmac_secret=hmac_secret, max_body=config.intake_max_body, ready=lambda: self.ready,
         )  # fmt: skip
         self._mount_operations(api_auth, tokens)
         self.intake_app.middlewares.insert(0, self._count_intake)  # outermost: sees the final status code
@@ -114,7 +84,7 @@ class OperatorService:
     # -- lifecycle -------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.store.open()
+        await self.graph.open()
         await self.writer.start()
         await self._serve(self.intake_app, self.config.intake_address)
         await self._serve(self._health_app(), self.config.health_address)
@@ -144,11 +114,10 @@ class OperatorService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for runner in reversed(self._runners):
             await runner.cleanup()
-        await self.dispatcher.stop()
+        await self.graph.dispatcher.stop()  # before the writer stops: the last snapshots still reach status
         await self.writer.stop()
         self.events.close()
-        await self.sender.close()
-        await self.store.close()
+        await self.graph.close()
 
     # -- servers ---------------------------------------------------------------------------------------------
 
@@ -157,12 +126,7 @@ class OperatorService:
         response: web.StreamResponse = await handler(request)
         if request.path == "/api/v1/events":
             self.metrics.intake_requests.labels(str(response.status)).inc()
-            body = getattr(response, "body", None)
-            if response.status == 202 and isinstance(body, bytes):
-                counts = json.loads(body)
-                self.metrics.intake_events.labels("accepted").inc(counts.get("accepted", 0))
-                self.metrics.intake_events.labels("duplicate").inc(counts.get("duplicates", 0))
-            elif response.status >= 400:
+            if response.status >= 400:  # accepted and duplicate events are counted by the graph's submitter
                 self.metrics.intake_events.labels("rejected").inc()
         return response
 

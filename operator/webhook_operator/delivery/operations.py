@@ -8,37 +8,24 @@ service wires to the status writer), so nothing happens to a webhook's events si
 
 from __future__ import annotations
 
-import logging
-import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Protocol
 
 from webhook_operator.api.events import ChangeEvent
 from webhook_operator.api.operations import (
-    ANNOTATIONS,
     MAX_REDELIVERY,
-    OPERATIONS,
-    REDELIVER,
-    RESUME,
-    SKIP,
-    TEST,
     TEST_EVENT_TYPE,
     TEST_HEADER,
     OperationError,
     RedeliverRequest,
     RedeliveryResult,
     TestResult,
-    parse_redeliver,
 )
+from webhook_operator.delivery.attempt import AttemptPipeline, record
 from webhook_operator.delivery.dispatcher import Dispatcher
-from webhook_operator.delivery.request import build_request
-from webhook_operator.delivery.sender import Outcome, OutcomeKind, Sender
-from webhook_operator.delivery.target import WebhookTarget, mask, mask_credentials
-from webhook_operator.formats.base import FormatError
-from webhook_operator.store.base import AttemptOutcome, AttemptQuery, AttemptRecord, Store
-
-log = logging.getLogger(__name__)
+from webhook_operator.delivery.target import WebhookTarget
+from webhook_operator.store.base import AttemptOutcome, AttemptQuery, AttemptRecord, LogStore
 
 NORMAL, WARNING = "Normal", "Warning"
 # Event reasons (CamelCase, like the status writer's).
@@ -73,15 +60,16 @@ def synthetic_test_event(target: WebhookTarget, who: str, now: float) -> ChangeE
 
 
 class Operations:
-    def __init__(self, dispatcher: Dispatcher, store: Store, sender: Sender, *, observer: OperationsObserver,
-                 user_agent: str, clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+    """The user-facing operations: they check the request, act through the lane's worker or the attempt
+    pipeline, and say what happened (an Event, ``status.lastTest``, a delivery-log line)."""
+
+    def __init__(self, dispatcher: Dispatcher, store: LogStore, pipeline: AttemptPipeline, *,
+                 observer: OperationsObserver) -> None:  # fmt: skip
         self._dispatcher = dispatcher
         self._store = store
-        self._sender = sender
+        self._pipeline = pipeline
         self._observer = observer
-        self._user_agent = user_agent
-        self._clock = clock
-        self._handled: dict[str, tuple[str, dict[str, str]]] = {}  # key -> (uid, operation -> last handled value)
+        self.clock = pipeline.clock
 
     def target(self, key: str) -> WebhookTarget:
         try:
@@ -99,33 +87,17 @@ class Operations:
 
     async def test(self, key: str, who: str, trigger: str = "") -> TestResult:
         """Send a synthetic event through the webhook's real format, headers and signature, straight to the
-        sender (not through the queue: it neither waits behind nor holds up real events). Logged with outcome
-        ``test``; the result goes to ``status.lastTest`` and an Event."""
+        attempt pipeline (not through the queue: it neither waits behind nor holds up real events). Logged with
+        outcome ``test``; the result goes to ``status.lastTest`` and an Event."""
         target = self.target(key)
-        started = self._clock()
-        event = synthetic_test_event(target, who, started)
-        delivery_id = str(uuid.uuid4())
-        if target.config_error:
-            outcome = Outcome(OutcomeKind.PERMANENT, None, 0.0, f"configuration error: {target.config_error}")
-        else:
-            try:
-                request = build_request(target, [event], delivery_id, started, user_agent=self._user_agent,
-                                        extra_headers={TEST_HEADER: "true"})  # fmt: skip
-            except FormatError as exc:
-                outcome = Outcome(OutcomeKind.PERMANENT, None, 0.0, f"payload could not be rendered: {exc}")
-            else:
-                outcome = await self._sender.send(request)
-        secrets = target.sensitive_values
-        error = mask(outcome.error, secrets)
-        result = TestResult(time=started, ok=outcome.ok, status_code=outcome.status_code,
-                            latency_ms=outcome.duration_ms, error=error, event_id=event.id, requested_by=who,
+        event = synthetic_test_event(target, who, self.clock())
+        attempt = await self._pipeline.run(target, [event], delivery=str(uuid.uuid4()), attempt=1, test_by=who,
+                                           extra_headers={TEST_HEADER: "true"})  # fmt: skip
+        outcome = attempt.outcome
+        result = TestResult(time=attempt.record.started_at, ok=outcome.ok, status_code=outcome.status_code,
+                            latency_ms=outcome.duration_ms, error=outcome.error, event_id=event.id, requested_by=who,
                             trigger=trigger)  # fmt: skip
-        await self._store.log(AttemptRecord(
-            webhook=key, delivery_id=delivery_id, event_ids=[event.id], attempt=1, started_at=started,
-            duration_ms=outcome.duration_ms, outcome=AttemptOutcome.TEST, status_code=outcome.status_code,
-            error=error, response_body=mask_credentials(mask(outcome.response_body, secrets) or ""),
-            note=f"test requested by {who}",
-        ))  # fmt: skip
+        await self._store.log(attempt.record)
         self._observer.set_last_test(key, result.to_status())
         self._observer.record_event(key, NORMAL if result.ok else WARNING, TESTED if result.ok else TEST_FAILED,
                                     result.describe())  # fmt: skip
@@ -180,70 +152,14 @@ class Operations:
                                  "the retention period?)" if request.event_ids else "no event of this webhook was "
                                  "delivered or skipped in that range"))  # fmt: skip
         note = f"redelivery of {len(ids)} event(s) requested by {who}" + (f" from {key}" if target_key != key else "")
-        record = AttemptRecord(webhook=target_key, delivery_id="-", event_ids=ids, attempt=0,
-                               started_at=self._clock(), duration_ms=0.0, outcome=AttemptOutcome.REDELIVERY_QUEUED,
-                               note=note)  # fmt: skip
-        queued = await self._dispatcher.redeliver(target_key, ids, record)
+        line = record(target_key, AttemptOutcome.REDELIVERY_QUEUED, event_ids=ids, started_at=self.clock(), note=note)
+        queued = await self._dispatcher.redeliver(target_key, ids, line)
         message = f"{len(queued)} event(s) queued for redelivery to {target_key} by {who} ({request.describe()})"
         if target_key != key:
-            await self._store.log(AttemptRecord(
-                webhook=key, delivery_id="-", event_ids=queued, attempt=0, started_at=self._clock(),
-                duration_ms=0.0, outcome=AttemptOutcome.REDELIVERY_QUEUED,
+            await self._store.log(record(
+                key, AttemptOutcome.REDELIVERY_QUEUED, event_ids=queued, started_at=self.clock(),
                 note=f"redelivery of {len(queued)} event(s) to {target_key} requested by {who}",
             ))  # fmt: skip
             self._observer.record_event(target_key, NORMAL, REDELIVERY_QUEUED, message)
         self._observer.record_event(key, NORMAL, REDELIVERY_QUEUED, message)
         return RedeliveryResult(target=target_key, event_ids=queued, missing=missing)
-
-    # -- request annotations ---------------------------------------------------------------------------------
-
-    async def annotations_changed(
-        self, key: str, uid: str, annotations: Mapping[str, str], *, handled: Mapping[str, str] | None,
-        who: Callable[[str], str],
-    ) -> list[str]:  # fmt: skip
-        """Act on every operation annotation whose value differs from the last one handled (remembered here and
-        in ``status.handledAnnotations``; ``handled`` seeds it from the resource's status the first time a webhook
-        is seen, so a restart repeats nothing). The value is marked handled before acting: a request runs at
-        most once, also when it fails (the failure is an Event). Returns the operations acted on."""
-        known = self._handled.get(key)
-        if known is None or known[0] != uid:
-            known = self._handled[key] = (uid, {k: v for k, v in (handled or {}).items() if isinstance(v, str)})
-        done = known[1]
-        acted: list[str] = []
-        for op in OPERATIONS:
-            value = annotations.get(ANNOTATIONS[op])
-            if value is None or done.get(op) == value:
-                continue
-            done[op] = value
-            self._observer.set_handled(key, op, value)
-            requester = who(op)
-            acted.append(op)
-            try:
-                await self._run(op, key, value, requester)
-            except OperationError as exc:
-                self._observer.record_event(key, WARNING, REJECTED,
-                                            f"{op} requested by {requester} ({ANNOTATIONS[op]}={value!r}): "
-                                            f"{exc.message}")  # fmt: skip
-            except Exception:  # one failing request must not block the others or kopf's handler
-                log.exception("%s of %s requested by %s failed", op, key, requester)
-                self._observer.record_event(key, WARNING, REJECTED, f"{op} requested by {requester} failed "
-                                            "(see the operator log)")  # fmt: skip
-        return acted
-
-    def forget(self, key: str) -> None:
-        self._handled.pop(key, None)
-
-    async def _run(self, op: str, key: str, value: str, who: str) -> None:
-        log.info("%s of %s requested by %s (annotation value %r)", op, key, who, value)
-        if op == TEST:
-            await self.test(key, who, trigger=value)
-        elif op == RESUME:
-            await self.resume(key, who)
-        elif op == SKIP:
-            await self.skip(key, who)
-        elif op == REDELIVER:
-            try:
-                request = parse_redeliver(value, self._clock())
-            except ValueError as exc:
-                raise OperationError(400, f"invalid value: {exc}") from None
-            await self.redeliver(key, request, who)

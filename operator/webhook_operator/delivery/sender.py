@@ -141,6 +141,22 @@ def classify_exception(exc: BaseException, timeout: float) -> tuple[OutcomeKind,
     return OutcomeKind.RETRYABLE, f"request failed: {type(exc).__name__}"
 
 
+def classify_response(status: int, reason: str | None, headers: Mapping[str, str], body: str, duration_ms: float, *,
+                      now: float, retry_after_bounds: tuple[float, float] = (1.0, 3600.0)) -> Outcome:  # fmt: skip
+    """The one place that turns an HTTP answer into an outcome: 2xx delivered; 3xx a failure naming the Location
+    (never followed); every other status retryable, with Retry-After honoured on 429 and 503 only."""
+    if 200 <= status < 300:
+        return Outcome(OutcomeKind.SUCCESS, status, duration_ms, None, body)
+    retry_after = None
+    if status in (429, 503):
+        retry_after = parse_retry_after(headers.get("Retry-After"), now, *retry_after_bounds)
+    if 300 <= status < 400:
+        error = f"HTTP {status}: redirect to {headers.get('Location')!r} not followed"
+    else:
+        error = f"HTTP {status}" + (f" {reason}" if reason else "")
+    return Outcome(OutcomeKind.RETRYABLE, status, duration_ms, error, body, retry_after)
+
+
 class AiohttpSender:
     """Sends requests through one long-lived aiohttp session whose connector enforces an ``AddressPolicy``.
 
@@ -269,25 +285,14 @@ class AiohttpSender:
                 timeout=self._timeout(request.timeout),
                 ssl=ssl_param,
             ) as response:
-                status = response.status
                 body = await self._read_body(response)
-                headers = response.headers
-                retry_after = None
-                if status in (429, 503):
-                    retry_after = parse_retry_after(headers.get("Retry-After"), time.time(), *self._retry_after_bounds)
-                location = headers.get("Location")
-                reason = response.reason
+                return classify_response(
+                    response.status, response.reason, response.headers, body, (time.perf_counter() - started) * 1000,
+                    now=time.time(), retry_after_bounds=self._retry_after_bounds,
+                )  # fmt: skip
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             kind, error = classify_exception(exc, request.timeout)
             return Outcome(kind, None, (time.perf_counter() - started) * 1000, error)
-        duration_ms = (time.perf_counter() - started) * 1000
-        if 200 <= status < 300:
-            return Outcome(OutcomeKind.SUCCESS, status, duration_ms, None, body)
-        if 300 <= status < 400:
-            error = f"HTTP {status}: redirect to {location!r} not followed"
-        else:
-            error = f"HTTP {status}" + (f" {reason}" if reason else "")
-        return Outcome(OutcomeKind.RETRYABLE, status, duration_ms, error, body, retry_after)
 
     async def close(self) -> None:
         """Close the session and its pooled connections. Idempotent; the sender cannot be used afterwards."""

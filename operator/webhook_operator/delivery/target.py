@@ -61,9 +61,9 @@ def mask(text: str | None, secrets: Iterable[str]) -> str | None:
     return text
 
 
-_BEARER = re.compile(r"(?i)(authorization|x-api-key|token)([\"':= ]+)([^\s\"',}]+)")
+_BEARER = re.compile(r"(?i)(authorization|x-api-key|token)([\"':= ]+)((?:bearer|basic|token)\s+)?([^\s\"',}]+)")
 
 
 def mask_credentials(text: str) -> str:
     """Belt and braces for text we do not control (receiver error pages): hide anything credential-shaped."""
-    return _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+    return _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3) or ''}{MASK}", text)

@@ -17,7 +17,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from webhook_operator.api.crd import GROUP, PLURAL, VERSION
-from webhook_operator.reconcile import Resource
+from webhook_operator.reconcile import Reconciler, Resource, SecretUnavailable
 
 
 def api_client() -> k8s.ApiClient:
@@ -69,8 +69,16 @@ class SecretCache:
         except ApiException as exc:
             if exc.status == 404:
                 return None
-            raise kopf.TemporaryError(f"cannot read Secret {namespace}/{name}: HTTP {exc.status}", delay=5) from exc
+            raise SecretUnavailable(f"cannot read Secret {namespace}/{name}: HTTP {exc.status}") from exc
         return decode_secret({"data": secret.data or {}})
+
+
+async def apply(reconciler: Reconciler, body: Mapping[str, Any]) -> None:
+    """Register a Webhook from a kopf handler: a Secret that cannot be read right now is retried by kopf in 5 s."""
+    try:
+        await reconciler.apply(resource_of(body))
+    except SecretUnavailable as exc:
+        raise kopf.TemporaryError(str(exc), delay=5) from exc
 
 
 async def list_webhooks(api: k8s.ApiClient, namespaces: tuple[str, ...]) -> list[Resource]:

@@ -15,7 +15,7 @@ import kopf
 
 from webhook_operator.api.crd import GROUP, PLURAL, VERSION
 from webhook_operator.api.operations import ANNOTATIONS
-from webhook_operator.handlers.kube import resource_of
+from webhook_operator.handlers import kube
 from webhook_operator.service import OperatorService
 
 
@@ -45,10 +45,10 @@ async def operation_requests(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None
     service: OperatorService = memo.service
     key = f"{meta['namespace']}/{meta['name']}"
     if not service.reconciler.known(key):  # kopf may run this before the registering handler: register now
-        await service.reconciler.apply(resource_of(body))
+        await kube.apply(service.reconciler, body)
     managed = list(meta.get("managedFields") or [])
     handled = (body.get("status") or {}).get("handledAnnotations")
-    await service.operations.annotations_changed(
+    await service.annotations.annotations_changed(
         key, str(meta.get("uid") or ""), annotations, handled=handled if isinstance(handled, Mapping) else None,
         who=lambda op: requested_by(managed, ANNOTATIONS[op]),
     )  # fmt: skip

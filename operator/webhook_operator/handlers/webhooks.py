@@ -9,7 +9,7 @@ from typing import Any
 import kopf
 
 from webhook_operator.api.crd import GROUP, PLURAL, VERSION
-from webhook_operator.handlers.kube import resource_of
+from webhook_operator.handlers import kube
 from webhook_operator.service import OperatorService
 
 
@@ -18,7 +18,7 @@ from webhook_operator.service import OperatorService
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 async def webhook_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     service: OperatorService = memo.service
-    await service.reconciler.apply(resource_of(body))
+    await kube.apply(service.reconciler, body)
 
 
 # No finalizer: cleanup is local (queue state), so a raw DELETED watch event is enough, and a Webhook deleted while
@@ -27,4 +27,4 @@ async def webhook_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 async def webhook_deleted(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     service: OperatorService = memo.service
     await service.reconciler.remove(str(meta.namespace), str(meta.name), uid=str(meta.uid or "") or None)
-    service.operations.forget(f"{meta.namespace}/{meta.name}")
+    service.annotations.forget(f"{meta.namespace}/{meta.name}")

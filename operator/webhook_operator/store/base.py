@@ -1,12 +1,13 @@
 """The durable store behind one protocol: accepted events, per-webhook queues, attempts, dead letters.
 
-The protocol is shaped for more than one backend. SQLite (the embedded default) serves one operator process; a
-PostgreSQL backend shared by several replicas can implement the same calls, claiming a webhook's queue with a lease
-(``claim``/``release``) instead of relying on process-local locks, so that exactly one replica delivers a given
-webhook's events in order.
+The protocol holds only what production calls, split by the role that calls it: the intake enqueues
+(``IntakeStore``), a delivery lane works its webhook's queue (``LaneStore``), the API and redelivery read the log
+(``LogStore``), and the service opens, prunes and purges (``MaintenanceStore``). A narrow protocol is what lets more
+than one backend implement it faithfully: SQLite (the embedded default), an in-memory store for unit tests, and
+later PostgreSQL; one contract test suite (``tests/unit/store/test_contract.py``) runs against each of them.
 
-Every write that acknowledges something to a caller (``enqueue`` to the intake, ``complete`` to the dispatcher)
-returns only after it is committed.
+Every write that acknowledges something to a caller (``enqueue`` to the intake, ``complete`` to a lane) returns
+only after it is committed.
 """
 
 from __future__ import annotations
@@ -85,11 +86,14 @@ class AttemptRecord:
     id: int | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class RetryState:
-    """The batch a webhook is holding and when it is tried again; persisted so a restart resumes it exactly."""
+    """The batch a webhook is holding and when it is tried again; persisted so a restart resumes it exactly.
 
-    held_qids: list[int] = field(default_factory=list)
+    Frozen so that the copy a lane holds and the copy a store keeps can never be the same mutable object: a lane
+    changes its retry state by building a new one (``dataclasses.replace``) and saving it."""
+
+    held_qids: tuple[int, ...] = ()
     attempts: int = 0
     next_attempt_at: float | None = None
     paused: str | None = None  # None, "retryLimitReached" or "failed"
@@ -100,9 +104,22 @@ class RetryState:
 
 @dataclass
 class Counters:
+    """Per-webhook totals for status. Mutable because the lane that loaded them keeps them current in memory
+    between the store's commits; the store hands out a fresh copy on every read."""
+
     delivered: int = 0
     failed: int = 0
     last_success_at: float | None = None
+
+
+@dataclass(frozen=True)
+class LaneState:
+    """Everything a lane needs from the store when it starts, read in one go so the parts agree with each other
+    (a completion committed between separate reads could otherwise leave counters and queue out of step)."""
+
+    retry: RetryState
+    counters: Counters
+    pending: int  # queued events of the webhook
 
 
 @dataclass(frozen=True)
@@ -114,25 +131,24 @@ class AttemptQuery:
     limit: int = 100
 
 
-class Store(Protocol):
-    async def open(self) -> None: ...
-
-    async def close(self) -> None: ...
+class IntakeStore(Protocol):
+    """What the intake needs: accept events durably, once."""
 
     async def enqueue(self, events: Sequence[RoutedEvent]) -> EnqueueResult:
-        """Durably accept events and queue them per webhook. Duplicate event ids are accepted once."""
+        """Durably accept events and queue them per webhook. An event id the store already holds (from an earlier
+        call or earlier in the same call) is accepted once; its repeats get ``None`` and queue nothing."""
+        ...
+
+
+class LaneStore(Protocol):
+    """What one delivery lane needs to work its webhook's queue in order and survive a restart mid-retry."""
+
+    async def lane_state(self, webhook: str) -> LaneState:
+        """Retry state, counters and queue length of one webhook, from one consistent read."""
         ...
 
     async def pending(self, webhook: str, after_qid: int = 0, limit: int = 1000) -> list[QueuedEvent]:
         """Queued events of one webhook in order (used at start-up and to page a long backlog into memory)."""
-        ...
-
-    async def pending_count(self, webhook: str) -> int: ...
-
-    async def webhooks_with_pending(self) -> list[str]: ...
-
-    async def webhook_keys(self) -> list[str]:
-        """Every webhook the store holds anything for (queue, counters, retry state)."""
         ...
 
     async def complete(self, webhook: str, qids: Sequence[int], record: AttemptRecord) -> None:
@@ -143,8 +159,13 @@ class Store(Protocol):
         """A batch failed: log the attempt, count it and persist the retry state — one commit."""
         ...
 
+    async def save_retry_state(self, webhook: str, retry: RetryState) -> None:
+        """Persist a retry state change that is not an attempt (pause, resume, a rescheduled retry)."""
+        ...
+
     async def skip(self, webhook: str, qids: Sequence[int], record: AttemptRecord) -> None:
-        """Dequeue a held batch into the dead letters, recorded in the log (never silently)."""
+        """Dequeue a held batch into the dead letters, recorded in the log (never silently), and clear the retry
+        state — one commit."""
         ...
 
     async def requeue(self, webhook: str, event_ids: Sequence[str], record: AttemptRecord) -> list[QueuedEvent]:
@@ -153,21 +174,21 @@ class Store(Protocol):
         left out) so the dispatcher can deliver them without reading them back."""
         ...
 
-    async def log(self, record: AttemptRecord) -> None: ...
 
-    async def retry_state(self, webhook: str) -> RetryState: ...
+class LogStore(Protocol):
+    """The delivery log and the stored events it refers to, for the API, status and redelivery."""
 
-    async def save_retry_state(self, webhook: str, retry: RetryState) -> None: ...
-
-    async def counters(self, webhook: str) -> Counters: ...
-
-    async def attempts(self, webhook: str, query: AttemptQuery) -> list[AttemptRecord]: ...
-
-    async def events_between(self, since: float | None, until: float | None, limit: int) -> list[QueuedEvent]:
-        """Accepted events by arrival time, for redelivery of a time range."""
+    async def log(self, record: AttemptRecord) -> None:
+        """Append a line that is not part of a queue change (a test delivery, a resume)."""
         ...
 
-    async def events_by_id(self, event_ids: Sequence[str]) -> list[QueuedEvent]: ...
+    async def attempts(self, webhook: str, query: AttemptQuery) -> list[AttemptRecord]:
+        """One webhook's log lines matching ``query``, oldest first; page with ``after_id``."""
+        ...
+
+    async def events_by_id(self, event_ids: Sequence[str]) -> list[QueuedEvent]:
+        """The stored events among ``event_ids``, each once, in acceptance order (``qid`` is 0: not queued)."""
+        ...
 
     async def delivered_events(
         self, webhook: str, since: float | None, until: float | None, limit: int
@@ -176,16 +197,30 @@ class Store(Protocol):
         ``webhook``, in acceptance order: what "redeliver this webhook's events of that hour" means."""
         ...
 
+
+class MaintenanceStore(Protocol):
+    """What the service does around delivery: lifecycle, retention, forgetting deleted webhooks."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None:
+        """Let acknowledged writes finish; afterwards every call raises ``StoreUnavailable``."""
+        ...
+
+    async def prune(self, older_than: float) -> int:
+        """Drop delivered events and log lines older than the retention horizon; queued events are never dropped.
+        Returns how many events were dropped."""
+        ...
+
     async def purge(self, webhook: str) -> None:
         """Forget a deleted webhook: its queue, retry state, counters (the delivery log ages out by retention)."""
         ...
 
-    async def prune(self, older_than: float) -> int:
-        """Drop delivered events and log lines older than the retention horizon; queued events are never dropped."""
+    async def webhook_keys(self) -> list[str]:
+        """Every webhook the store holds anything for (queue, counters, retry state), sorted: what start-up
+        reconciles against the webhooks that still exist."""
         ...
 
-    async def claim(self, webhook: str, owner: str, ttl: float) -> bool:
-        """Lease a webhook's queue to one delivering process; True if this owner holds it now."""
-        ...
 
-    async def release(self, webhook: str, owner: str) -> None: ...
+class Store(IntakeStore, LaneStore, LogStore, MaintenanceStore, Protocol):
+    """Everything a backend implements; callers that need one role should ask for that role's protocol."""

@@ -1,12 +1,18 @@
-"""SQLite schema and row mapping for ``store.sqlite``: the SQL lives here, the concurrency there."""
+"""SQLite schema and row mapping for ``store.sqlite``: the SQL lives here, the concurrency in ``sqlite_commit``.
+
+The schema only ever grows by ``CREATE ... IF NOT EXISTS``, so a file written by an older version opens unchanged.
+Columns a newer version stopped using stay in old files and are simply never named again: the webhooks table of
+files created before the store protocol dropped queue leases still carries ``lease_owner``/``lease_expires``.
+"""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import asdict, fields
 from typing import Any
 
-from webhook_operator.store.base import AttemptOutcome, AttemptRecord
+from webhook_operator.store.base import AttemptOutcome, AttemptRecord, QueuedEvent, RetryState
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -28,9 +34,7 @@ CREATE TABLE IF NOT EXISTS webhooks (
     retry TEXT,
     delivered INTEGER NOT NULL DEFAULT 0,
     failed INTEGER NOT NULL DEFAULT 0,
-    last_success_at REAL,
-    lease_owner TEXT,
-    lease_expires REAL
+    last_success_at REAL
 );
 CREATE TABLE IF NOT EXISTS attempts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -109,3 +113,24 @@ def attempt_from_row(r: sqlite3.Row | tuple[Any, ...]) -> AttemptRecord:
         response_body=r[10],
         note=r[11],
     )
+
+
+def event_from_row(r: sqlite3.Row | tuple[Any, ...], qid: int = 0) -> QueuedEvent:
+    """``(seq, event_id, body, received_at)``; ``qid`` 0 for an event read outside a queue."""
+    return QueuedEvent(qid, r[0], r[1], bytes(r[2]), r[3])
+
+
+_RETRY_FIELDS = frozenset(f.name for f in fields(RetryState))
+
+
+def retry_to_json(retry: RetryState) -> str:
+    return json.dumps(asdict(retry))  # held_qids: tuple -> JSON list
+
+
+def retry_from_json(text: str | None) -> RetryState:
+    """Tolerates keys it does not know, so a file written by a newer version still opens."""
+    if text is None:
+        return RetryState()
+    data = {k: v for k, v in json.loads(text).items() if k in _RETRY_FIELDS}
+    data["held_qids"] = tuple(int(q) for q in data.get("held_qids", ()))
+    return RetryState(**data)

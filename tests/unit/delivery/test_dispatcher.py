@@ -17,11 +17,12 @@ from support.receiver import Receiver
 from webhook_operator.api.events import ChangeEvent
 from webhook_operator.api.outcomes import WebhookSnapshot
 from webhook_operator.api.webhook import WebhookSpec, WebhookState
-from webhook_operator.delivery.dispatcher import Dispatcher, DispatcherConfig
+from webhook_operator.delivery.dispatcher import Dispatcher
 from webhook_operator.delivery.retry import RetryPolicy
 from webhook_operator.delivery.sender import AiohttpSender
 from webhook_operator.delivery.ssrf import AddressPolicy
 from webhook_operator.delivery.target import WebhookTarget
+from webhook_operator.graph import NullStatus, build_graph
 from webhook_operator.store.base import AttemptOutcome, AttemptQuery
 from webhook_operator.store.sqlite import SqliteStore
 
@@ -47,7 +48,7 @@ def target(url: str, *, name: str = "ns/hook", batch: int = 1, secret: str | Non
     return WebhookTarget(key=name, spec=spec, secrets=(secret,) if secret else ())
 
 
-class Recorder:
+class Recorder(NullStatus):
     def __init__(self) -> None:
         self.snapshots: list[WebhookSnapshot] = []
 
@@ -70,18 +71,15 @@ class Engine:
         self.observer = Recorder()
 
     async def start(self) -> Dispatcher:
-        self.store = SqliteStore(self.path)
-        await self.store.open()
-        self.sender = AiohttpSender(AddressPolicy(allow_loopback=self.allow_loopback))
-        self.dispatcher = Dispatcher(
-            self.store, self.sender, config=DispatcherConfig(retry=self.retry), observer=self.observer
-        )
+        self.graph = build_graph(store=SqliteStore(self.path),
+                                 sender=AiohttpSender(AddressPolicy(allow_loopback=self.allow_loopback)),
+                                 status=self.observer, retry=self.retry)  # fmt: skip
+        await self.graph.open()
+        self.store, self.sender, self.dispatcher = self.graph.store, self.graph.sender, self.graph.dispatcher
         return self.dispatcher
 
     async def stop(self) -> None:
-        await self.dispatcher.stop()
-        await self.sender.close()
-        await self.store.close()
+        await self.graph.close()
 
 
 @pytest.fixture
@@ -237,7 +235,7 @@ async def test_disabled_webhook_queues_nothing(engine: Engine, receiver: Receive
     snap = await engine.dispatcher.register(target(receiver.url, enabled=False))
     assert snap.state is WebhookState.DISABLED
     result = await engine.dispatcher.submit([make_event(1)])
-    assert result.queued == 0 and await engine.store.pending_count("ns/hook") == 0
+    assert result.queued == 0 and (await engine.store.lane_state("ns/hook")).pending == 0
 
 
 async def test_restart_mid_flight_loses_nothing(tmp_path: Path, receiver: Receiver) -> None:
@@ -321,16 +319,11 @@ async def test_filters_that_stop_compiling_keep_the_old_routing(engine: Engine, 
 
 
 def test_append_ignores_entries_a_page_read_already_brought_in() -> None:
-    from collections import deque
+    from webhook_operator.delivery.queue import LaneQueue
+    from webhook_operator.store.base import QueuedEvent
 
-    from webhook_operator.delivery.lane import Lane
-    from webhook_operator.routing import CompiledFilters
-    from webhook_operator.store.base import Counters, QueuedEvent, RetryState
-
-    t = target("http://127.0.0.1:1/x")
     entries = [QueuedEvent(q, q, f"id-{q}", b"{}") for q in (1, 2, 3)]
-    lane = Lane(t, CompiledFilters.compile(t.spec.event_filters), RetryState(), Counters(), deque(entries[:2]),
-                last_qid=2, pending_total=1)  # fmt: skip
-    lane.append(entries[1:])  # qid 2 was paged in already, 3 is new
-    assert [e.qid for e in lane.queue] == [1, 2, 3]
-    assert lane.pending_total == 3
+    queue = LaneQueue(entries[:2], total=1)
+    queue.append(entries[1:])  # qid 2 was paged in already, 3 is new
+    assert [e.qid for e in queue.head(10)] == [1, 2, 3]
+    assert queue.total == 3

@@ -17,19 +17,21 @@ from support.receiver import Receiver
 from webhook_operator.api.events import ChangeEvent
 from webhook_operator.api.operations import OperationError, RedeliverRequest
 from webhook_operator.api.webhook import WebhookSpec
-from webhook_operator.delivery.dispatcher import Dispatcher, DispatcherConfig
+from webhook_operator.delivery.annotations import AnnotationRequests
+from webhook_operator.delivery.dispatcher import Dispatcher
 from webhook_operator.delivery.operations import Operations
 from webhook_operator.delivery.retry import RetryPolicy
 from webhook_operator.delivery.sender import AiohttpSender
 from webhook_operator.delivery.ssrf import AddressPolicy
 from webhook_operator.delivery.target import WebhookTarget
-from webhook_operator.store.base import AttemptOutcome, AttemptQuery
+from webhook_operator.graph import NullStatus, build_graph
+from webhook_operator.store.base import AttemptOutcome, AttemptQuery, Store
 from webhook_operator.store.sqlite import SqliteStore
 
 A = "events.open-metadata.org/"
 
 
-class Observer:
+class Observer(NullStatus):
     def __init__(self) -> None:
         self.events: list[tuple[str, str, str, str]] = []
         self.last_test: dict[str, Mapping[str, object]] = {}
@@ -66,22 +68,21 @@ def target(url: str, name: str = "ns/hook", *, entities: list[str] | None = None
 
 
 class Rig:
-    def __init__(self, dispatcher: Dispatcher, store: SqliteStore, ops: Operations, observer: Observer) -> None:
+    def __init__(self, dispatcher: Dispatcher, store: Store, ops: Operations, annotations: AnnotationRequests,
+                 observer: Observer) -> None:  # fmt: skip
         self.dispatcher, self.store, self.ops, self.observer = dispatcher, store, ops, observer
+        self.annotations = annotations
 
 
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    store = SqliteStore(tmp_path / "store.db")
-    await store.open()
-    sender = AiohttpSender(AddressPolicy(allow_loopback=True))
-    dispatcher = Dispatcher(store, sender, config=DispatcherConfig(retry=RetryPolicy((0.02, 0.02))))
     observer = Observer()
-    ops = Operations(dispatcher, store, sender, observer=observer, user_agent="test-agent")
-    yield Rig(dispatcher, store, ops, observer)
-    await dispatcher.stop()
-    await sender.close()
-    await store.close()
+    sender = AiohttpSender(AddressPolicy(allow_loopback=True))
+    graph = build_graph(store=SqliteStore(tmp_path / "store.db"), sender=sender, status=observer,
+                        retry=RetryPolicy((0.02, 0.02)), user_agent="test-agent")  # fmt: skip
+    await graph.open()
+    yield Rig(graph.dispatcher, graph.store, graph.operations, graph.annotations, observer)
+    await graph.close()
 
 
 @pytest.fixture
@@ -120,7 +121,7 @@ async def test_test_delivery_uses_the_real_format_headers_and_signature(rig: Rig
     (line,) = await rig.store.attempts("ns/hook", AttemptQuery(outcome=AttemptOutcome.TEST))
     assert line.event_ids == [result.event_id] and line.note == "test requested by alice" and line.status_code == 200
     assert rig.observer.last_test["ns/hook"]["trigger"] == "t1" and rig.observer.reasons() == ["WebhookTested"]
-    assert await rig.store.pending_count("ns/hook") == 0 and rig.dispatcher.snapshot("ns/hook").delivered == 0  # type: ignore[union-attr]
+    assert (await rig.store.lane_state("ns/hook")).pending == 0 and rig.dispatcher.snapshot("ns/hook").delivered == 0  # type: ignore[union-attr]
 
 
 async def test_failing_test_masks_secrets_and_never_touches_the_queue(rig: Rig, receiver: Receiver) -> None:
@@ -153,11 +154,10 @@ async def test_skip_and_resume_with_nothing_to_do_are_409(rig: Rig, receiver: Re
 
 
 async def test_resume_sends_the_held_batch_at_once_even_while_waiting_for_a_retry(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "s.db")
-    await store.open()
-    sender = AiohttpSender(AddressPolicy(allow_loopback=True))
-    dispatcher = Dispatcher(store, sender, config=DispatcherConfig(retry=RetryPolicy((3600.0,))))
-    ops = Operations(dispatcher, store, sender, observer=Observer(), user_agent="t")
+    graph = build_graph(store=SqliteStore(tmp_path / "s.db"), sender=AiohttpSender(AddressPolicy(allow_loopback=True)),
+                        status=Observer(), retry=RetryPolicy((3600.0,)), user_agent="t")  # fmt: skip
+    await graph.open()
+    dispatcher, ops = graph.dispatcher, graph.operations
     recv = await Receiver(status=503).start()
     try:
         await dispatcher.register(target(recv.url))
@@ -168,12 +168,10 @@ async def test_resume_sends_the_held_batch_at_once_even_while_waiting_for_a_retr
         assert "held batch goes first" in await ops.resume("ns/hook", "carol")
         await until(lambda: len(recv.received) == 2)
         assert [e["eventId"] for e in recv.events()] == ["ev-0001", "ev-0002"]
-        notes = [r.note for r in await store.attempts("ns/hook", AttemptQuery(outcome=AttemptOutcome.RESUMED))]
+        notes = [r.note for r in await graph.store.attempts("ns/hook", AttemptQuery(outcome=AttemptOutcome.RESUMED))]
         assert notes == ["resumed by carol"]
     finally:
-        await dispatcher.stop()
-        await sender.close()
-        await store.close()
+        await graph.close()
         await recv.stop()
 
 
@@ -215,18 +213,18 @@ async def test_redeliver_by_ids_and_by_range_in_acceptance_order(rig: Rig, recei
 async def test_annotations_act_once_per_new_value_and_remember_status(rig: Rig, receiver: Receiver) -> None:
     await rig.dispatcher.register(target(receiver.url))
     who = lambda op: f"kubectl-annotate (annotation) for {op}"  # noqa: E731
-    acted = await rig.ops.annotations_changed("ns/hook", "uid-1", {A + "test": "1", "other": "x"}, handled=None,
+    acted = await rig.annotations.annotations_changed("ns/hook", "uid-1", {A + "test": "1", "other": "x"}, handled=None,
                                               who=who)  # fmt: skip
     assert acted == ["test"] and rig.observer.handled["ns/hook"] == {"test": "1"}
     assert rig.observer.last_test["ns/hook"]["requestedBy"] == "kubectl-annotate (annotation) for test"
-    again = await rig.ops.annotations_changed("ns/hook", "uid-1", {A + "test": "1"}, handled=None, who=who)
+    again = await rig.annotations.annotations_changed("ns/hook", "uid-1", {A + "test": "1"}, handled=None, who=who)
     assert again == [] and len(receiver.received) == 1
     # After a restart the status seeds what was handled: nothing repeats, a new value acts.
-    rig.ops.forget("ns/hook")
-    assert await rig.ops.annotations_changed("ns/hook", "uid-1", {A + "test": "1"}, handled={"test": "1"},
+    rig.annotations.forget("ns/hook")
+    assert await rig.annotations.annotations_changed("ns/hook", "uid-1", {A + "test": "1"}, handled={"test": "1"},
                                              who=who) == []  # fmt: skip
     # A failing request is an Event, never an exception, and is not retried.
-    acted = await rig.ops.annotations_changed(
+    acted = await rig.annotations.annotations_changed(
         "ns/hook", "uid-1", {A + "test": "1", A + "resume": "r", A + "redeliver": "since=whenever"}, handled=None,
         who=who,
     )  # fmt: skip
@@ -234,5 +232,7 @@ async def test_annotations_act_once_per_new_value_and_remember_status(rig: Rig, 
     rejected = [e[3] for e in rig.observer.events if e[2] == "OperationRejected"]
     assert "nothing to resume" in rejected[0] and "invalid value" in rejected[1] and "since=whenever" in rejected[1]
     # A re-created Webhook (new uid) starts from its own status.
-    assert await rig.ops.annotations_changed("ns/hook", "uid-2", {A + "test": "1"}, handled=None, who=who) == ["test"]
+    assert await rig.annotations.annotations_changed("ns/hook", "uid-2", {A + "test": "1"}, handled=None, who=who) == [
+        "test"
+    ]
     assert len(receiver.received) == 2

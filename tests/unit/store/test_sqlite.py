@@ -1,110 +1,47 @@
-"""SQLite store: durability across reopen, duplicates once, group commit, log paging, leases, retention."""
+"""What only SQLite has: group commit, WAL and synchronous modes, a full disk, files from older versions.
+
+Everything a backend promises is in ``test_contract.py``, which runs against SQLite too."""
 
 from __future__ import annotations
 
 import asyncio
-import time
+import json
+import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from webhook_operator.store.base import AttemptOutcome, AttemptQuery, AttemptRecord, RetryState, RoutedEvent
+from webhook_operator.store.base import (
+    AttemptOutcome,
+    AttemptQuery,
+    Counters,
+    LaneState,
+    RetryState,
+    StoreUnavailable,
+)
 from webhook_operator.store.sqlite import SqliteStore
+
+from ._backends import T0, Clock, ev, record, sqlite_disk_full
 
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "store.db")
+    s = SqliteStore(tmp_path / "store.db", clock=Clock())
     await s.open()
     yield s
     await s.close()
 
 
-def _ev(i: int, *webhooks: str) -> RoutedEvent:
-    return RoutedEvent(f"id-{i}", f'{{"n":{i}}}'.encode(), list(webhooks))
-
-
-def _record(webhook: str, outcome: AttemptOutcome = AttemptOutcome.DELIVERED, **kw: object) -> AttemptRecord:
-    base: dict[str, object] = dict(
-        webhook=webhook,
-        delivery_id="d",
-        event_ids=["id-1"],
-        attempt=1,
-        started_at=time.time(),
-        duration_ms=1.5,
-        outcome=outcome,
-    )
-    base.update(kw)
-    return AttemptRecord(**base)  # type: ignore[arg-type]
-
-
-async def test_enqueue_routes_and_survives_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    s = SqliteStore(path)
-    await s.open()
-    result = await s.enqueue([_ev(1, "ns/a", "ns/b"), _ev(2, "ns/a"), _ev(3)])
-    assert result.accepted == 3 and result.duplicates == 0
-    assert [e.event_id for e in result.queued["ns/a"]] == ["id-1", "id-2"]
-    assert [e.event_id for e in result.queued["ns/b"]] == ["id-1"]
-    await s.close()
-
-    reopened = SqliteStore(path)
-    await reopened.open()
-    pending = await reopened.pending("ns/a")
-    assert [(e.event_id, e.body) for e in pending] == [("id-1", b'{"n":1}'), ("id-2", b'{"n":2}')]
-    assert await reopened.pending_count("ns/b") == 1
-    assert await reopened.webhooks_with_pending() == ["ns/a", "ns/b"]
-    await reopened.close()
-
-
-async def test_duplicate_ids_are_accepted_once(store: SqliteStore) -> None:
-    first = await store.enqueue([_ev(1, "ns/a")])
-    again = await store.enqueue([_ev(1, "ns/a"), _ev(2, "ns/a"), _ev(2, "ns/a")])
-    assert first.seqs[0] is not None
-    assert again.seqs[0] is None and again.seqs[1] is not None and again.seqs[2] is None
-    assert (again.accepted, again.duplicates) == (1, 2)
-    assert await store.pending_count("ns/a") == 2
-
-
-async def test_complete_dequeues_logs_and_counts(store: SqliteStore) -> None:
-    queued = (await store.enqueue([_ev(1, "ns/a"), _ev(2, "ns/a")])).queued["ns/a"]
-    await store.complete("ns/a", [queued[0].qid], _record("ns/a"))
-    assert [e.event_id for e in await store.pending("ns/a")] == ["id-2"]
-    counters = await store.counters("ns/a")
-    assert counters.delivered == 1 and counters.last_success_at is not None
-    log = await store.attempts("ns/a", AttemptQuery())
-    assert [r.outcome for r in log] == [AttemptOutcome.DELIVERED]
-
-
-async def test_failure_persists_retry_state(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    s = SqliteStore(path)
-    await s.open()
-    queued = (await s.enqueue([_ev(1, "ns/a")])).queued["ns/a"]
-    retry = RetryState(
-        held_qids=[queued[0].qid], attempts=2, next_attempt_at=123.0, last_status_code=503, last_reason="HTTP 503"
-    )
-    await s.fail("ns/a", _record("ns/a", AttemptOutcome.FAILED, status_code=503), retry)
-    await s.close()
-    s = SqliteStore(path)
-    await s.open()
-    assert await s.retry_state("ns/a") == retry
-    assert (await s.counters("ns/a")).failed == 1
-    await s.close()
-
-
-async def test_skip_moves_held_batch_to_dead_letters_with_a_log_line(store: SqliteStore) -> None:
-    queued = (await store.enqueue([_ev(1, "ns/a"), _ev(2, "ns/a")])).queued["ns/a"]
-    await store.skip("ns/a", [queued[0].qid], _record("ns/a", AttemptOutcome.SKIPPED, note="skipped by alice"))
-    assert [e.event_id for e in await store.pending("ns/a")] == ["id-2"]
-    log = await store.attempts("ns/a", AttemptQuery(outcome=AttemptOutcome.SKIPPED))
-    assert [r.note for r in log] == ["skipped by alice"]
+def _raw(path: Path) -> closing[sqlite3.Connection]:
+    """A second connection, as another process would open the file."""
+    return closing(sqlite3.connect(path, isolation_level=None))
 
 
 async def test_concurrent_writes_share_commits(store: SqliteStore) -> None:
     before = store.commits
-    results = await asyncio.gather(*(store.enqueue([_ev(i, "ns/a")]) for i in range(500)))
+    results = await asyncio.gather(*(store.enqueue([ev(i, "ns/a")]) for i in range(500)))
     assert all(r.accepted == 1 for r in results)
     commits = store.commits - before
     assert commits < 100, f"group commit did not group: {commits} commits for 500 enqueues"
@@ -116,73 +53,121 @@ async def test_a_failing_operation_does_not_fail_its_group(store: SqliteStore) -
     def boom(conn: object) -> None:
         raise ValueError("bad row")
 
-    good = store.enqueue([_ev(1, "ns/a")])
-    bad = store._write(boom)
+    good = store.enqueue([ev(1, "ns/a")])
+    bad = store._db.write(boom)
     results = await asyncio.gather(good, bad, return_exceptions=True)
     assert not isinstance(results[0], BaseException) and results[0].accepted == 1
     assert isinstance(results[1], ValueError)
-    assert await store.pending_count("ns/a") == 1
+    assert (await store.lane_state("ns/a")).pending == 1
 
 
-async def test_attempt_log_pages_with_a_cursor_and_filters(store: SqliteStore) -> None:
-    t0 = time.time()
-    for i in range(25):
-        outcome = AttemptOutcome.FAILED if i % 5 == 0 else AttemptOutcome.DELIVERED
-        await store.log(_record("ns/a", outcome, started_at=t0 + i, attempt=i))
-    await store.log(_record("ns/b"))
-    first = await store.attempts("ns/a", AttemptQuery(limit=10))
-    second = await store.attempts("ns/a", AttemptQuery(limit=10, after_id=first[-1].id))
-    third = await store.attempts("ns/a", AttemptQuery(limit=10, after_id=second[-1].id))
-    assert [r.attempt for r in first + second + third] == list(range(25))
-    failed = await store.attempts("ns/a", AttemptQuery(outcome=AttemptOutcome.FAILED))
-    assert [r.attempt for r in failed] == [0, 5, 10, 15, 20]
-    window = await store.attempts("ns/a", AttemptQuery(since=t0 + 10, until=t0 + 12))
-    assert [r.attempt for r in window] == [10, 11]
+async def test_a_full_disk_acknowledges_nothing_it_did_not_keep(store: SqliteStore) -> None:
+    await store.enqueue([ev(1, "ns/a")])
+    await sqlite_disk_full(store, True)
+    small = store.enqueue([ev(2, "ns/a")])
+    big = store.enqueue([ev(3, "ns/a", body=b"x" * 500_000)])
+    results = await asyncio.gather(small, big, return_exceptions=True)  # one group
+    assert isinstance(results[1], StoreUnavailable) and "full" in str(results[1])
+    kept = await store.events_by_id(["id-2", "id-3"])
+    # SQLite may roll back the statement or the whole group; either way an acknowledgement means it is stored.
+    assert [e.event_id for e in kept] == ([] if isinstance(results[0], StoreUnavailable) else ["id-2"])
+    await sqlite_disk_full(store, False)
+    assert (await store.enqueue([ev(3, "ns/a", body=b"x" * 500_000)])).accepted == 1
 
 
-async def test_prune_never_drops_queued_events(store: SqliteStore) -> None:
-    queued = (await store.enqueue([_ev(1, "ns/a"), _ev(2, "ns/a")])).queued["ns/a"]
-    await store.complete("ns/a", [queued[0].qid], _record("ns/a"))
-    removed = await store.prune(time.time() + 10)
-    assert removed == 1
-    assert [e.event_id for e in await store.pending("ns/a")] == ["id-2"]
-    assert await store.events_by_id(["id-1"]) == []
+async def test_bookkeeping_commits_without_fsync_and_acknowledged_writes_with_it(store: SqliteStore) -> None:
+    q = (await store.enqueue([ev(1, "ns/a")])).queued["ns/a"]
+    assert store._db._current_sync == "FULL"
+    await store.complete("ns/a", [q[0].qid], record("ns/a"))
+    await store.log(record("ns/a"))
+    assert store._db._current_sync == "NORMAL"  # a lost completion costs a repeated delivery, not an event
+    await store.save_retry_state("ns/a", RetryState())
+    assert store._db._current_sync == "FULL"
 
 
-async def test_requeue_puts_old_events_behind_newer_ones(store: SqliteStore) -> None:
-    queued = (await store.enqueue([_ev(1, "ns/a"), _ev(2, "ns/a")])).queued["ns/a"]
-    await store.complete("ns/a", [queued[0].qid], _record("ns/a"))
-    entries = await store.requeue("ns/a", ["id-1", "id-9"], _record("ns/a", AttemptOutcome.REDELIVERY_QUEUED))
-    assert [e.event_id for e in entries] == ["id-1"] and entries[0].body == b'{"n":1}'
-    assert entries[0].qid > queued[1].qid
-    assert [e.event_id for e in await store.pending("ns/a")] == ["id-2", "id-1"]
+@pytest.mark.parametrize("mode", ["FULL", "NORMAL", "EXTRA"])
+async def test_the_file_is_in_wal_mode_whatever_the_synchronous_mode(tmp_path: Path, mode: str) -> None:
+    s = SqliteStore(tmp_path / "nested" / "store.db", synchronous=mode)
+    await s.open()
+    assert (await s.enqueue([ev(1, "ns/a")])).accepted == 1
+    await s.close()
+    with _raw(tmp_path / "nested" / "store.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-async def test_leases_exclude_other_owners_until_expiry(store: SqliteStore) -> None:
-    assert await store.claim("ns/a", "replica-1", ttl=30)
-    assert not await store.claim("ns/a", "replica-2", ttl=30)
-    assert await store.claim("ns/a", "replica-1", ttl=30)  # renewal
-    await store.release("ns/a", "replica-1")
-    assert await store.claim("ns/a", "replica-2", ttl=0.0)
-    await asyncio.sleep(0.01)
-    assert await store.claim("ns/a", "replica-1", ttl=30)  # replica-2's lease expired
+def test_an_unknown_synchronous_mode_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="synchronous"):
+        SqliteStore(tmp_path / "s.db", synchronous="OFF")
 
 
-async def test_purge_forgets_a_webhook(store: SqliteStore) -> None:
-    await store.enqueue([_ev(1, "ns/a"), _ev(2, "ns/b")])
-    await store.purge("ns/a")
-    assert await store.pending_count("ns/a") == 0 and await store.pending_count("ns/b") == 1
+async def test_a_file_that_cannot_be_opened_is_unavailable(tmp_path: Path) -> None:
+    (tmp_path / "dir.db").mkdir()
+    s = SqliteStore(tmp_path / "dir.db")
+    with pytest.raises(StoreUnavailable, match="cannot open"):
+        await s.open()
+    await s.close()
 
 
-async def test_delivered_events_are_what_the_log_shows_delivered_or_skipped(store: SqliteStore) -> None:
-    t0 = time.time()
-    queued = (await store.enqueue([_ev(i, "ns/a") for i in range(1, 6)])).queued["ns/a"]
-    await store.complete("ns/a", [queued[0].qid, queued[1].qid], _record("ns/a", event_ids=["id-1", "id-2"]))
-    await store.fail("ns/a", _record("ns/a", AttemptOutcome.FAILED, event_ids=["id-3"]), RetryState())
-    await store.skip("ns/a", [queued[3].qid], _record("ns/a", AttemptOutcome.SKIPPED, event_ids=["id-4"]))
-    await store.log(_record("ns/b", event_ids=["id-5"]))
-    got = await store.delivered_events("ns/a", t0 - 1, None, 100)
-    assert [e.event_id for e in got] == ["id-1", "id-2", "id-4"]  # id-3 is still queued (failed), id-5 is ns/b's
-    assert [e.event_id for e in await store.delivered_events("ns/a", t0 - 1, None, 2)] == ["id-1", "id-2"]
-    assert await store.delivered_events("ns/a", time.time() + 10, None, 100) == []
-    assert await store.delivered_events("ns/a", t0 - 10, t0 - 5, 100) == []
+async def test_skips_are_kept_as_dead_letters_until_retention(store: SqliteStore) -> None:
+    q = (await store.enqueue([ev(1, "ns/a"), ev(2, "ns/a")])).queued["ns/a"]
+    await store.skip("ns/a", [q[0].qid, q[1].qid], record("ns/a", AttemptOutcome.SKIPPED, started_at=T0 + 5))
+    [line] = await store.attempts("ns/a", AttemptQuery())
+    with _raw(Path(store.path)) as conn:
+        rows = conn.execute("SELECT webhook, seq, event_id, skipped_at, attempt_id FROM dead_letters ORDER BY seq")
+        assert rows.fetchall() == [("ns/a", e.seq, e.event_id, T0 + 5, line.id) for e in q]
+    await store.prune(T0 + 6)
+    with _raw(Path(store.path)) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0] == 0
+
+
+# The schema as released before queue leases were dropped from the store protocol.
+_OLD_SCHEMA = """
+CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE, received_at REAL NOT NULL,
+    body BLOB NOT NULL);
+CREATE INDEX events_received_at ON events(received_at);
+CREATE TABLE queue (qid INTEGER PRIMARY KEY AUTOINCREMENT, webhook TEXT NOT NULL, seq INTEGER NOT NULL);
+CREATE INDEX queue_webhook ON queue(webhook, qid);
+CREATE INDEX queue_seq ON queue(seq);
+CREATE TABLE webhooks (webhook TEXT PRIMARY KEY, retry TEXT, delivered INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0, last_success_at REAL, lease_owner TEXT, lease_expires REAL);
+CREATE TABLE attempts (id INTEGER PRIMARY KEY AUTOINCREMENT, webhook TEXT NOT NULL, delivery_id TEXT NOT NULL,
+    event_ids TEXT NOT NULL, attempt INTEGER NOT NULL, started_at REAL NOT NULL, duration_ms REAL NOT NULL,
+    outcome TEXT NOT NULL, status_code INTEGER, error TEXT, response_body TEXT NOT NULL DEFAULT '',
+    note TEXT NOT NULL DEFAULT '');
+CREATE INDEX attempts_webhook ON attempts(webhook, id);
+CREATE INDEX attempts_started ON attempts(started_at);
+CREATE TABLE dead_letters (webhook TEXT NOT NULL, seq INTEGER NOT NULL, event_id TEXT NOT NULL,
+    skipped_at REAL NOT NULL, attempt_id INTEGER);
+"""
+
+
+async def test_a_file_from_before_the_protocol_narrowed_opens_and_keeps_working(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old_retry = {"held_qids": [1], "attempts": 3, "next_attempt_at": T0 + 30, "paused": None,
+                 "last_failed_at": T0, "last_status_code": 503, "last_reason": "HTTP 503"}  # fmt: skip
+    with _raw(path) as conn:
+        conn.executescript(_OLD_SCHEMA)
+        conn.execute("INSERT INTO events(event_id, received_at, body) VALUES ('id-1', ?, x'7b7d')", (T0,))
+        conn.execute("INSERT INTO queue(webhook, seq) VALUES ('ns/a', 1)")
+        conn.execute(
+            "INSERT INTO webhooks VALUES ('ns/a', ?, 4, 3, ?, 'replica-1', ?)", (json.dumps(old_retry), T0, T0 + 60)
+        )
+    s = SqliteStore(path)
+    await s.open()
+    state = await s.lane_state("ns/a")
+    assert state == LaneState(RetryState((1,), 3, T0 + 30, None, T0, 503, "HTTP 503"), Counters(4, 3, T0), 1)
+    [queued] = await s.pending("ns/a")
+    assert (queued.qid, queued.event_id, queued.body) == (1, "id-1", b"{}")
+    await s.complete("ns/a", [1], record("ns/a", started_at=T0 + 40, duration_ms=0.0))
+    await s.save_retry_state("ns/b", RetryState(paused="failed"))  # a new row in the old table
+    assert await s.lane_state("ns/a") == LaneState(RetryState(), Counters(5, 3, T0 + 40), 0)
+    assert await s.webhook_keys() == ["ns/a", "ns/b"]
+    await s.close()
+
+
+async def test_retry_state_written_by_a_newer_version_still_loads(store: SqliteStore) -> None:
+    newer = {"held_qids": [4, 5], "attempts": 1, "paused": "failed", "jitter_seed": 7}
+    await store._db.write(
+        lambda conn: conn.execute("INSERT INTO webhooks(webhook, retry) VALUES ('ns/a', ?)", (json.dumps(newer),))
+    )
+    assert (await store.lane_state("ns/a")).retry == RetryState(held_qids=(4, 5), attempts=1, paused="failed")

@@ -1,0 +1,106 @@
+"""The attempt pipeline: the only way anything is sent.
+
+batch → request (format, headers, signature) → send → a masked ``AttemptRecord`` → an outcome. Lane workers and
+the test operation both go through here, so a test request is exactly what a delivery would be, and masking cannot
+drift between the two (it did once: the test path forgot ``mask_credentials``). Every line of the delivery log is
+built by ``record`` below, whatever wrote it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from webhook_operator.api.events import ChangeEvent
+from webhook_operator.delivery.request import build_request
+from webhook_operator.delivery.sender import Outcome, OutcomeKind, Sender
+from webhook_operator.delivery.target import WebhookTarget, mask, mask_credentials
+from webhook_operator.formats.base import FormatError
+from webhook_operator.store.base import AttemptOutcome, AttemptRecord, QueuedEvent
+
+_DELIVERY_NS = uuid.UUID("5b0f4f36-8a43-4a4e-9b8e-6e2b0d1c7a11")
+
+
+def delivery_id(key: str, batch: Sequence[QueuedEvent]) -> str:
+    """Stable across every attempt of the same batch, so receivers can deduplicate retries."""
+    return str(uuid.uuid5(_DELIVERY_NS, f"{key}|{batch[0].qid}|{batch[-1].qid}|{len(batch)}"))
+
+
+def redact(text: str | None, secrets: Sequence[str]) -> str:
+    """Every known secret value, then anything credential-shaped: for text we do not control (error messages that
+    may quote a header, receiver bodies that echo what they got)."""
+    return mask_credentials(mask(text, secrets) or "")
+
+
+def record(webhook: str, outcome: AttemptOutcome, *, delivery: str = "-", event_ids: Sequence[str] = (),
+           attempt: int = 0, started_at: float, duration_ms: float = 0.0, status_code: int | None = None,
+           error: str | None = None, response_body: str = "", note: str = "") -> AttemptRecord:  # fmt: skip
+    """One line of the delivery log. The only constructor of ``AttemptRecord`` outside the store."""
+    return AttemptRecord(
+        webhook=webhook, delivery_id=delivery, event_ids=list(event_ids), attempt=attempt, started_at=started_at,
+        duration_ms=duration_ms, outcome=outcome, status_code=status_code, error=error,
+        response_body=response_body, note=note,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one try produced: the outcome (its error and body already masked) and its delivery-log line."""
+
+    outcome: Outcome
+    record: AttemptRecord
+
+
+class AttemptPipeline:
+    """Sends a batch for a target, bounded by one process-wide concurrency limit (many webhooks share a fixed
+    number of in-flight requests), and turns whatever happened into an outcome plus a masked log line."""
+
+    def __init__(self, sender: Sender, *, user_agent: str, max_concurrency: int = 64,
+                 clock: Callable[[], float] = time.time,
+                 on_attempt: Callable[[AttemptRecord], None] | None = None) -> None:  # fmt: skip
+        self._sender = sender
+        self._user_agent = user_agent
+        self._sem = asyncio.Semaphore(max_concurrency)
+        self._clock = clock
+        self._on_attempt = on_attempt
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
+
+    async def run(self, target: WebhookTarget, events: Sequence[ChangeEvent], *, delivery: str, attempt: int,
+                  test_by: str | None = None, extra_headers: Mapping[str, str] | None = None) -> Attempt:  # fmt: skip
+        """One try. ``test_by`` marks a test request (logged as ``test``, not counted in the delivery metrics)."""
+        started = self._clock()
+        outcome = await self._send(target, events, delivery, started, extra_headers)
+        secrets = target.sensitive_values
+        outcome = dataclasses.replace(outcome, error=redact(outcome.error, secrets) or None,
+                                      response_body=redact(outcome.response_body, secrets))  # fmt: skip
+        if test_by is not None:
+            kind, note = AttemptOutcome.TEST, f"test requested by {test_by}"
+        else:
+            kind, note = (AttemptOutcome.DELIVERED if outcome.ok else AttemptOutcome.FAILED), ""
+        line = record(
+            target.key, kind, delivery=delivery, event_ids=[e.id for e in events], attempt=attempt,
+            started_at=started, duration_ms=outcome.duration_ms, status_code=outcome.status_code, error=outcome.error,
+            response_body=outcome.response_body, note=note,
+        )  # fmt: skip
+        if test_by is None and self._on_attempt is not None:
+            self._on_attempt(line)
+        return Attempt(outcome, line)
+
+    async def _send(self, target: WebhookTarget, events: Sequence[ChangeEvent], delivery: str, started: float,
+                    extra_headers: Mapping[str, str] | None) -> Outcome:  # fmt: skip
+        if target.config_error:
+            return Outcome(OutcomeKind.PERMANENT, None, 0.0, f"configuration error: {target.config_error}")
+        try:
+            request = build_request(target, events, delivery, started, user_agent=self._user_agent,
+                                    extra_headers=extra_headers)  # fmt: skip
+        except FormatError as exc:
+            return Outcome(OutcomeKind.PERMANENT, None, 0.0, f"payload could not be rendered: {exc}")
+        async with self._sem:
+            return await self._sender.send(request)

@@ -1,0 +1,205 @@
+"""The lane worker: next batch → attempt → record, one batch in flight per webhook.
+
+A worker task exists only while its lane has work, so ten thousand idle webhooks cost no tasks. A successful
+batch's completion commit is pipelined with the next request (``PipelinedCompletion``). The operator actions on a
+lane (resume, skip, requeue) take the same lock as an attempt, so they never race a request in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from webhook_operator.delivery.attempt import AttemptPipeline, delivery_id, record
+from webhook_operator.delivery.lane import Lane
+from webhook_operator.delivery.parsed import ParsedEvents
+from webhook_operator.delivery.retry import waiting_for
+from webhook_operator.store.base import (
+    AttemptOutcome,
+    AttemptRecord,
+    LaneStore,
+    LogStore,
+    QueuedEvent,
+    StoreUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+#: Pause before trying again after the store failed or a bug escaped an attempt: never a hot loop.
+BACKOFF = 1.0
+
+
+class WorkerStore(LaneStore, LogStore, Protocol):
+    """A lane's queue and retry state, plus the log for the operator actions' lines."""
+
+
+class PipelinedCompletion:
+    """A lane's completion commit, pipelined with its next request: never two unconfirmed per lane, so a crash
+    repeats at most the batches of one round trip."""
+
+    def __init__(self, store: LaneStore, key: str) -> None:
+        self._store, self._key = store, key
+        #: The last completion write, not yet confirmed, and what it writes (to write it again if it fails).
+        self._pending: tuple[asyncio.Future[None], list[int], AttemptRecord] | None = None
+
+    def write(self, qids: list[int], line: AttemptRecord) -> None:
+        self._pending = (asyncio.ensure_future(self._store.complete(self._key, qids, line)), qids, line)
+
+    async def confirm(self) -> None:
+        """Wait until the previous completion is committed. A failed commit is written again until it succeeds:
+        that batch is already out of the in-memory queue, so giving up would let a restart deliver it again behind
+        newer events."""
+        while self._pending is not None:
+            future, qids, line = self._pending
+            try:
+                await future
+                self._pending = None
+            except StoreUnavailable as exc:
+                log.error("recording a delivery for %s failed: %s; writing it again in 1 s", self._key, exc)
+                await asyncio.sleep(BACKOFF)
+                self.write(qids, line)
+
+    async def drain(self) -> None:
+        if self._pending is not None:
+            await asyncio.gather(self._pending[0], return_exceptions=True)
+
+
+class LaneWorker:
+    def __init__(self, lane: Lane, *, store: WorkerStore, pipeline: AttemptPipeline, parsed: ParsedEvents,
+                 notify: Callable[[Lane], None]) -> None:  # fmt: skip
+        self.lane = lane
+        self._store = store
+        self._pipeline = pipeline
+        self._clock = pipeline.clock
+        self._parsed = parsed
+        self._notify = notify
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._completion = PipelinedCompletion(store, lane.key)
+        self._closed = False
+        self._waiting = False
+
+    @property
+    def busy(self) -> bool:
+        """Whether a batch is runnable or in flight (a lane only waiting for its retry time is not busy)."""
+        return self._task is not None and not self._waiting
+
+    def kick(self) -> None:
+        if self._closed:
+            return
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"lane:{self.lane.key}")
+        else:
+            self._waiting = False  # busy from now: the woken loop decides again whether there is work
+            self._wake.set()
+
+    async def close(self) -> None:
+        """Stop sending; what was delivered is recorded (the last completion write awaited) before the store closes."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._completion.drain()
+
+    async def _run(self) -> None:
+        lane = self.lane
+        try:
+            while not self._closed and lane.runnable:
+                wait = waiting_for(lane.retry, self._clock())
+                if wait is not None:
+                    self._wake.clear()
+                    self._waiting = True
+                    try:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wake.wait(), wait)
+                    finally:
+                        self._waiting = False
+                    continue
+                if not len(lane.queue):
+                    if not lane.queue.needs_page:
+                        return
+                    await lane.queue.page_in(self._store, lane.key)
+                    continue
+                try:
+                    async with self._lock:
+                        if lane.runnable and len(lane.queue):  # a skip or resume may have changed things
+                            await self._deliver(lane.next_batch())
+                except StoreUnavailable as exc:
+                    log.error("store unavailable while delivering for %s: %s; retrying in 1 s", lane.key, exc)
+                    await asyncio.sleep(BACKOFF)
+                except Exception:  # a bug must not silently stall the lane until the next event
+                    log.exception("delivery for %s failed unexpectedly; retrying in 1 s", lane.key)
+                    await asyncio.sleep(BACKOFF)
+        finally:
+            self._task = None
+
+    async def _deliver(self, batch: list[QueuedEvent]) -> None:
+        lane = self.lane
+        attempt = await self._pipeline.run(lane.target, [self._parsed.get(e) for e in batch],
+                                           delivery=delivery_id(lane.key, batch),
+                                           attempt=lane.retry.attempts + 1)  # fmt: skip
+        lane.attempted(batch, attempt, self._clock())
+        try:
+            await self._completion.confirm()
+            if attempt.outcome.ok:
+                self._completion.write([e.qid for e in batch], attempt.record)
+            else:
+                await self._store.fail(lane.key, attempt.record, lane.retry)
+        finally:
+            self._notify(lane)  # the state changed in memory either way: status must say so
+
+    # -- operator actions (shielded: a caller that goes away must not leave memory and store apart) ---------
+
+    async def resume(self, who: str) -> bool:
+        async with self._lock:
+            return await asyncio.shield(self._resume(who))
+
+    async def _resume(self, who: str) -> bool:
+        lane = self.lane
+        if lane.resumed():
+            await self._store.save_retry_state(lane.key, lane.retry)
+            await self._store.log(record(lane.key, AttemptOutcome.RESUMED, attempt=lane.retry.attempts,
+                                         started_at=self._clock(), note=f"resumed by {who}"))  # fmt: skip
+            self._changed()
+            return True
+        return False
+
+    async def skip(self, who: str) -> list[str]:
+        async with self._lock:
+            return await asyncio.shield(self._skip(who))
+
+    async def _skip(self, who: str) -> list[str]:
+        lane = self.lane
+        held = lane.held()
+        if not held:
+            return []  # nothing held (or not all of it in memory): never dead-letter events that were not tried
+        ids = [e.event_id for e in held]
+        line = record(lane.key, AttemptOutcome.SKIPPED, delivery=delivery_id(lane.key, held), event_ids=ids,
+                      attempt=lane.retry.attempts, started_at=self._clock(),
+                      note=f"held batch skipped by {who}")  # fmt: skip
+        await self._store.skip(lane.key, [e.qid for e in held], line)
+        lane.skipped(held)
+        self._changed()
+        return ids
+
+    async def requeue(self, event_ids: Sequence[str], line: AttemptRecord) -> list[QueuedEvent]:
+        async def run() -> list[QueuedEvent]:
+            entries = await self._store.requeue(self.lane.key, event_ids, line)
+            if entries and not self._closed:
+                self.append(entries)
+            return entries
+
+        return await asyncio.shield(run())
+
+    def append(self, entries: Sequence[QueuedEvent]) -> None:
+        self.lane.queue.append(entries)
+        self._changed()
+
+    def _changed(self) -> None:
+        self._notify(self.lane)
+        self.kick()
