@@ -72,20 +72,25 @@ class AttemptPipeline:
     def clock(self) -> Callable[[], float]:
         return self._clock
 
-    async def run(self, target: WebhookTarget, events: Sequence[ChangeEvent], *, delivery: str, attempt: int,
-                  test_by: str | None = None, extra_headers: Mapping[str, str] | None = None) -> Attempt:  # fmt: skip
-        """One try. ``test_by`` marks a test request (logged as ``test``, not counted in the delivery metrics)."""
+    async def run(self, target: WebhookTarget, events: Sequence[ChangeEvent], *, delivery: str,
+                  attempt: Callable[[], int], test_by: str | None = None,
+                  extra_headers: Mapping[str, str] | None = None) -> Attempt:  # fmt: skip
+        """One try. ``attempt`` numbers it once the send is over (a spec change during the send restarts the
+        schedule, and the log line must agree with the retry state). ``test_by`` marks a test request: logged as
+        ``test``, not counted in the delivery metrics, and sent outside the delivery concurrency limit, so a test
+        neither waits behind real deliveries nor holds a slot they need."""
         started = self._clock()
-        outcome = await self._send(target, events, delivery, started, extra_headers)
-        secrets = target.sensitive_values
-        outcome = dataclasses.replace(outcome, error=redact(outcome.error, secrets) or None,
-                                      response_body=redact(outcome.response_body, secrets))  # fmt: skip
+        outcome = await self._send(target, events, delivery, started, extra_headers, test=test_by is not None)
+        if outcome.error or outcome.response_body:  # most deliveries have neither: no copy for them
+            secrets = target.sensitive_values
+            outcome = dataclasses.replace(outcome, error=redact(outcome.error, secrets) or None,
+                                          response_body=redact(outcome.response_body, secrets))  # fmt: skip
         if test_by is not None:
             kind, note = AttemptOutcome.TEST, f"test requested by {test_by}"
         else:
             kind, note = (AttemptOutcome.DELIVERED if outcome.ok else AttemptOutcome.FAILED), ""
         line = record(
-            target.key, kind, delivery=delivery, event_ids=[e.id for e in events], attempt=attempt,
+            target.key, kind, delivery=delivery, event_ids=[e.id for e in events], attempt=attempt(),
             started_at=started, duration_ms=outcome.duration_ms, status_code=outcome.status_code, error=outcome.error,
             response_body=outcome.response_body, note=note,
         )  # fmt: skip
@@ -94,7 +99,7 @@ class AttemptPipeline:
         return Attempt(outcome, line)
 
     async def _send(self, target: WebhookTarget, events: Sequence[ChangeEvent], delivery: str, started: float,
-                    extra_headers: Mapping[str, str] | None) -> Outcome:  # fmt: skip
+                    extra_headers: Mapping[str, str] | None, *, test: bool) -> Outcome:  # fmt: skip
         if target.config_error:
             return Outcome(OutcomeKind.PERMANENT, None, 0.0, f"configuration error: {target.config_error}")
         try:
@@ -102,5 +107,7 @@ class AttemptPipeline:
                                     extra_headers=extra_headers)  # fmt: skip
         except FormatError as exc:
             return Outcome(OutcomeKind.PERMANENT, None, 0.0, f"payload could not be rendered: {exc}")
+        if test:
+            return await self._sender.send(request)
         async with self._sem:
             return await self._sender.send(request)

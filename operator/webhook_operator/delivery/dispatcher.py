@@ -152,11 +152,19 @@ class Dispatcher:
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
-    async def idle(self, within: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
-        """Wait until no lane has a runnable batch (tests and benchmarks)."""
-        deadline = clock() + within
-        while any(w.busy for w in self._workers.values()):
-            if clock() > deadline:
+    async def idle(self, within: float = 30.0) -> None:
+        """Wait until no lane has work left, retries included (tests and benchmarks)."""
+        await self._wait(lambda w: w.busy, within)
+
+    async def settled(self, within: float = 30.0) -> None:
+        """Wait until no lane can send now: every lane is idle or waiting for its retry time (tests that drive the
+        clock by hand)."""
+        await self._wait(lambda w: w.sending, within)
+
+    async def _wait(self, working: Callable[[LaneWorker], bool], within: float) -> None:
+        deadline = time.monotonic() + within
+        while any(working(w) for w in self._workers.values()):
+            if time.monotonic() > deadline:
                 raise TimeoutError("dispatcher still busy")
             await asyncio.sleep(0.005)
 

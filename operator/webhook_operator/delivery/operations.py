@@ -91,7 +91,7 @@ class Operations:
         outcome ``test``; the result goes to ``status.lastTest`` and an Event."""
         target = self.target(key)
         event = synthetic_test_event(target, who, self.clock())
-        attempt = await self._pipeline.run(target, [event], delivery=str(uuid.uuid4()), attempt=1, test_by=who,
+        attempt = await self._pipeline.run(target, [event], delivery=str(uuid.uuid4()), attempt=lambda: 1, test_by=who,
                                            extra_headers={TEST_HEADER: "true"})  # fmt: skip
         outcome = attempt.outcome
         result = TestResult(time=attempt.record.started_at, ok=outcome.ok, status_code=outcome.status_code,

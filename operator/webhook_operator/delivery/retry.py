@@ -110,6 +110,8 @@ def next_state(state: RetryState, event: Transition, policy: RetryPolicy, now: f
         return dataclasses.replace(state, held_qids=(), paused=None, attempts=0, next_attempt_at=None)
     outcome = event.outcome
     if outcome.kind is OutcomeKind.SUCCESS:
+        if not state.held_qids and not state.attempts and state.next_attempt_at is None and state.paused is None:
+            return state  # the steady state: frozen, so sharing it is safe (and skips a copy per delivery)
         return dataclasses.replace(state, held_qids=(), attempts=0, next_attempt_at=None, paused=None)
     attempts = state.attempts + 1
     failed = dataclasses.replace(

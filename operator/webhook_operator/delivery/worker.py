@@ -1,8 +1,8 @@
 """The lane worker: next batch → attempt → record, one batch in flight per webhook.
 
 A worker task exists only while its lane has work, so ten thousand idle webhooks cost no tasks. A successful
-batch's completion commit is pipelined with the next request (``PipelinedCompletion``). The operator actions on a
-lane (resume, skip, requeue) take the same lock as an attempt, so they never race a request in flight.
+batch's completion commit is pipelined with the next request (``PipelinedCompletion``). Resume and skip take the
+same lock as an attempt, so they never race a request in flight; requeue only appends behind the queue.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: Pause before trying again after the store failed or a bug escaped an attempt: never a hot loop.
 BACKOFF = 1.0
+#: How long a shutdown waits for the last completion of a lane to commit.
+DRAIN_GRACE = 10.0
 
 
 class WorkerStore(LaneStore, LogStore, Protocol):
@@ -38,33 +40,46 @@ class WorkerStore(LaneStore, LogStore, Protocol):
 
 class PipelinedCompletion:
     """A lane's completion commit, pipelined with its next request: never two unconfirmed per lane, so a crash
-    repeats at most the batches of one round trip."""
+    repeats at most the batches of one round trip.
+
+    A write that fails is written again (every second) until it succeeds, in the background: that batch is already
+    out of the in-memory queue, so giving up — or waiting for a next batch that may never come — would let a
+    restart deliver it again behind newer events."""
 
     def __init__(self, store: LaneStore, key: str) -> None:
         self._store, self._key = store, key
-        #: The last completion write, not yet confirmed, and what it writes (to write it again if it fails).
-        self._pending: tuple[asyncio.Future[None], list[int], AttemptRecord] | None = None
+        self._pending: asyncio.Task[None] | None = None
 
     def write(self, qids: list[int], line: AttemptRecord) -> None:
-        self._pending = (asyncio.ensure_future(self._store.complete(self._key, qids, line)), qids, line)
+        self._pending = asyncio.ensure_future(self._until_written(qids, line))
 
-    async def confirm(self) -> None:
-        """Wait until the previous completion is committed. A failed commit is written again until it succeeds:
-        that batch is already out of the in-memory queue, so giving up would let a restart deliver it again behind
-        newer events."""
-        while self._pending is not None:
-            future, qids, line = self._pending
+    async def _until_written(self, qids: list[int], line: AttemptRecord) -> None:
+        while True:
             try:
-                await future
-                self._pending = None
+                await self._store.complete(self._key, qids, line)
+                return
             except StoreUnavailable as exc:
                 log.error("recording a delivery for %s failed: %s; writing it again in 1 s", self._key, exc)
                 await asyncio.sleep(BACKOFF)
-                self.write(qids, line)
 
-    async def drain(self) -> None:
+    async def confirm(self) -> None:
+        """Wait until the previous completion is committed."""
         if self._pending is not None:
-            await asyncio.gather(self._pending[0], return_exceptions=True)
+            try:
+                await asyncio.shield(self._pending)
+            finally:
+                if self._pending.done():  # written, or failed for good (a bug): never wedge the lane on it
+                    self._pending = None
+
+    async def drain(self, grace: float = DRAIN_GRACE) -> None:
+        """At shutdown: give an unconfirmed completion ``grace`` seconds to commit, then give up on it (the batch
+        is then delivered again after the restart: at-least-once, never lost)."""
+        if self._pending is not None and not self._pending.done():
+            done, _ = await asyncio.wait({self._pending}, timeout=grace)
+            if not done:
+                self._pending.cancel()
+                log.error("a delivery of %s could not be recorded before shutdown; it will be sent again", self._key)
+        self._pending = None
 
 
 class LaneWorker:
@@ -85,7 +100,12 @@ class LaneWorker:
 
     @property
     def busy(self) -> bool:
-        """Whether a batch is runnable or in flight (a lane only waiting for its retry time is not busy)."""
+        """Whether the lane has work: a batch runnable, in flight, or waiting for its retry time."""
+        return self._task is not None
+
+    @property
+    def sending(self) -> bool:
+        """Whether a batch is runnable or in flight now (a lane that only waits for its retry time is not)."""
         return self._task is not None and not self._waiting
 
     def kick(self) -> None:
@@ -120,12 +140,12 @@ class LaneWorker:
                     finally:
                         self._waiting = False
                     continue
-                if not len(lane.queue):
-                    if not lane.queue.needs_page:
-                        return
-                    await lane.queue.page_in(self._store, lane.key)
-                    continue
+                if not len(lane.queue) and not lane.queue.needs_page:
+                    return
                 try:
+                    if not len(lane.queue):
+                        await lane.queue.page_in(self._store, lane.key)
+                        continue
                     async with self._lock:
                         if lane.runnable and len(lane.queue):  # a skip or resume may have changed things
                             await self._deliver(lane.next_batch())
@@ -142,7 +162,7 @@ class LaneWorker:
         lane = self.lane
         attempt = await self._pipeline.run(lane.target, [self._parsed.get(e) for e in batch],
                                            delivery=delivery_id(lane.key, batch),
-                                           attempt=lane.retry.attempts + 1)  # fmt: skip
+                                           attempt=lambda: lane.retry.attempts + 1)  # fmt: skip
         lane.attempted(batch, attempt, self._clock())
         try:
             await self._completion.confirm()

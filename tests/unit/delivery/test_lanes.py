@@ -101,7 +101,7 @@ class Rig:
                                         retry=POLICY)  # fmt: skip
 
     async def settle(self) -> None:
-        await self.graph.dispatcher.idle(within=5)
+        await self.graph.dispatcher.settled(within=5)
 
     def snapshot(self) -> Any:
         return self.graph.dispatcher.snapshot(KEY)
