@@ -12,7 +12,8 @@
     from the moment submit() returned (the event is durable) to the receiver's arrival time.
 (c) p50/p99 latency at half the measured batchSize-1 rate, paced.
 
-Prints events/s, deliveries/s, latency and every rate as a ratio of its ceiling. Numbers vary with machine load;
+Prints events/s, deliveries/s, latency, every rate as a ratio of its ceiling, and this process's CPU time per
+delivery (engine plus store threads; the figure that moves least with machine noise). Numbers vary with machine load;
 goals (not tests): batchSize 1 >= 60 % of the ceiling, batchSize 10 >= 8x batchSize 1, fan-out >= 50 % of the
 concurrent ceiling in deliveries/s, p99 <= 50 ms at half rate.
 """
@@ -63,6 +64,12 @@ class Result:
     deliveries: int
     seconds: float
     latencies_ms: list[float]
+    #: CPU seconds of this process (engine and store threads; the receiver is another process) while it ran.
+    cpu_seconds: float = 0.0
+
+    @property
+    def cpu_us_per_delivery(self) -> float:
+        return self.cpu_seconds * 1e6 / self.deliveries
 
     @property
     def events_per_s(self) -> float:
@@ -122,10 +129,10 @@ async def ceiling(receiver: ReceiverProcess, count: int, concurrency: int) -> Re
                 async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as resp:
                     await resp.read()
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return Result(f"ceiling, {concurrency} in flight", count, count, elapsed, [])
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return Result(f"ceiling, {concurrency} in flight", count, count, elapsed, [], cpu)
 
 
 async def engine_run(receiver: ReceiverProcess, name: str, *, events: int, webhooks: int, batch: int,
@@ -147,7 +154,7 @@ async def engine_run(receiver: ReceiverProcess, name: str, *, events: int, webho
         durable_at: dict[str, float] = {}
         async with aiohttp.ClientSession() as session:
             await receiver.reset(session)
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             wall_start = time.time()
             interval = chunk / pace if pace else 0.0
             chunks = [batch_events[o : o + chunk] for o in range(0, events, chunk)]
@@ -175,11 +182,11 @@ async def engine_run(receiver: ReceiverProcess, name: str, *, events: int, webho
             expected = events * webhooks
             while await receiver.count(session) < expected:
                 await asyncio.sleep(0.02)
-            elapsed = time.perf_counter() - started
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
             arrivals: dict[str, float] = (await receiver.stats(session))["arrivals"]  # type: ignore[assignment]
         await graph.close()
     latencies = [(arrivals[i] - t) * 1000 for i, t in durable_at.items() if i in arrivals]
-    return Result(name, events, events * webhooks, elapsed, latencies)
+    return Result(name, events, events * webhooks, elapsed, latencies, cpu)
 
 
 def _row(result: Result, ceiling_rate: float, unit: str = "events") -> str:
@@ -187,7 +194,8 @@ def _row(result: Result, ceiling_rate: float, unit: str = "events") -> str:
     lat = f"p50 {result.pct(0.5):6.1f} ms  p99 {result.pct(0.99):6.1f} ms" if result.latencies_ms else ""
     return (
         f"{result.name:<42} {result.events:>7} ev {result.deliveries:>7} dl  {result.events_per_s:>8.0f} ev/s "
-        f"{result.deliveries_per_s:>8.0f} dl/s  {rate / ceiling_rate:>6.1%} of ceiling  {lat}"
+        f"{result.deliveries_per_s:>8.0f} dl/s  {rate / ceiling_rate:>6.1%} of ceiling  "
+        f"cpu {result.cpu_us_per_delivery:5.0f} us/dl  {lat}"
     )
 
 
@@ -211,8 +219,8 @@ async def main() -> None:
     finally:
         receiver.stop()
     print("\nceiling: bare aiohttp, ~1 KB JSON bodies, loopback receiver in its own process")
-    print(f"  1 in flight : {seq.events_per_s:8.0f} req/s")
-    print(f"  64 in flight: {conc.events_per_s:8.0f} req/s\n")
+    print(f"  1 in flight : {seq.events_per_s:8.0f} req/s  cpu {seq.cpu_us_per_delivery:4.0f} us/req (client side)")
+    print(f"  64 in flight: {conc.events_per_s:8.0f} req/s  cpu {conc.cpu_us_per_delivery:4.0f} us/req (client side)\n")
     print("engine (every event durable in SQLite, synchronous=FULL, before submit returns):")
     print("  " + _row(b1, seq.events_per_s) + "   [ratio vs 1-in-flight ceiling]")
     print("  " + _row(b1, conc.events_per_s) + "   [ratio vs 64-in-flight ceiling]")

@@ -5,6 +5,12 @@
 (a) End to end through the intake with the operator running: events POSTed to /api/v1/events (50 per post,
     each post acknowledged only once durable), delivered to a loopback receiver process; events/s accepted and
     delivered, intake -> receiver latency p50/p99, against the same-run bare aiohttp ceiling (1 and 64 in flight).
+(c) Peer shape (``--peer``), the shape OpenMetadata itself sends and the one the Flux comparison in
+    docs/performance.md used: one event per POST from 1, 16 and 64 concurrent clients (2,000 events each, and
+    10,000 at 16), a Generic webhook with batchSize 1; delivered/s, p50/p99 intake -> receiver, the operator's RSS
+    peak and its CPU time per delivered event (from /proc, user + system, all its threads). Then a slow receiver
+    (1 s per request) for a bounded time: events/s delivered, the most requests in flight at once and the most
+    sockets the receiver had open.
 (b) Scale: N Webhook resources in one namespace created before the operator starts; time until the operator has
     registered all of them (readyz reports the count), operator RSS, then status patches per webhook per minute
     under a steady event stream that matches 100 of them.
@@ -98,6 +104,11 @@ class Operator:
             time.sleep(0.2)
         raise SystemExit(f"operator not ready with {count} webhooks after {timeout} s")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the operator process (all threads) so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -164,6 +175,84 @@ async def end_to_end(plane: ControlPlane, workdir: Path, receiver: ReceiverProce
     return results
 
 
+async def post_each(port: int, events: list[dict[str, Any]], concurrency: int) -> dict[str, float]:
+    """One event per POST (the shape OpenMetadata sends) from ``concurrency`` clients; send times by id."""
+    acked: dict[str, float] = {}
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    pending = iter(events)
+    url = f"http://127.0.0.1:{port}/api/v1/events"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
+        async def client() -> None:
+            for item in pending:
+                sent = time.time()  # latency counts from the moment the event left the client
+                async with session.post(url, data=json.dumps(item), headers=headers) as resp:
+                    assert resp.status == 202, await resp.text()
+                acked[item["id"]] = sent
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+    return acked
+
+
+def socket_count(pid: int) -> int:
+    fds = Path(f"/proc/{pid}/fd")
+    count = 0
+    for fd in fds.iterdir():
+        try:
+            count += os.readlink(fd).startswith("socket:")
+        except OSError:
+            continue
+    return count
+
+
+async def peer_shape(plane: ControlPlane, workdir: Path, receiver: ReceiverProcess, runs: list[tuple[int, int]],
+                     slow_seconds: float) -> None:  # fmt: skip
+    kubectl(plane, "create", "namespace", "bench-peer")
+    manifests = [webhook("peer", f"{receiver.base}/hook/peer", "table"),
+                 webhook("slow", f"{receiver.base}/slow/peer", "dashboard")]  # fmt: skip
+    kubectl(plane, "apply", "-n", "bench-peer", "-f", "-",
+            stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}))  # fmt: skip
+    (workdir / "peer").mkdir()
+    operator = Operator(plane, workdir / "peer", "bench-peer")
+    operator.wait_ready(2)
+    print(f"  {'clients':>7} {'events':>7} {'delivered/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'RSS peak MB':>12} "
+          f"{'CPU ms/event':>13}", flush=True)  # fmt: skip
+    base = 0
+    async with aiohttp.ClientSession() as session:
+        for concurrency, count in runs:
+            await receiver.reset(session)
+            events = [event(60_000_000 + base + i) for i in range(count)]
+            base += count
+            rss_peak, cpu0 = operator.rss_mb(), operator.cpu_seconds()
+            started = time.perf_counter()
+            posting = asyncio.ensure_future(post_each(operator.intake, events, concurrency))
+            while not posting.done() or await receiver.count(session) < count:
+                rss_peak = max(rss_peak, operator.rss_mb())
+                await asyncio.sleep(0.05)
+            elapsed, cpu = time.perf_counter() - started, operator.cpu_seconds() - cpu0
+            acked = posting.result()
+            arrivals: dict[str, float] = (await receiver.stats(session))["arrivals"]  # type: ignore[assignment]
+            result = Result("peer", count, count, elapsed, [(arrivals[i] - t) * 1000 for i, t in acked.items()])
+            print(f"  {concurrency:>7} {count:>7} {result.events_per_s:>12,.0f} {result.pct(0.5):>8.1f} "
+                  f"{result.pct(0.99):>8.1f} {rss_peak:>12.0f} {cpu * 1000 / count:>13.2f}", flush=True)  # fmt: skip
+        # A receiver that answers after 1 s, for a bounded time: what one slow endpoint gets out of the operator.
+        await receiver.reset(session)
+        events = [event(70_000_000 + i, "dashboard") for i in range(2000)]
+        for item in events:
+            item["entityId"] = f"entity-{int(item['id'][-6:]) % 500}"
+        await post_each(operator.intake, events, 16)
+        started, sockets = time.perf_counter(), 0
+        while time.perf_counter() - started < slow_seconds:
+            sockets = max(sockets, socket_count(receiver.proc.pid))
+            await asyncio.sleep(0.2)
+        state = await receiver.stats(session)
+        delivered = int(state["events"])  # type: ignore[call-overload]
+        print(f"  slow receiver (1 s per request, 2,000 events over 500 entities): {delivered / slow_seconds:.1f} "
+              f"events/s delivered in {slow_seconds:.0f} s; at most {state['max_in_flight']} requests in flight, "
+              f"{sockets} sockets open in the receiver (listener included)", flush=True)  # fmt: skip
+    operator.stop()
+
+
 def scale(plane: ControlPlane, workdir: Path, receiver: ReceiverProcess, count: int) -> None:
     kubectl(plane, "create", "namespace", "bench-scale")
     started = time.monotonic()
@@ -206,6 +295,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--webhooks", type=int, default=10000)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--peer", action="store_true", help="only the peer shape (c)")
+    parser.add_argument("--slow-seconds", type=float, default=20.0, help="how long the slow-receiver run lasts")
     args = parser.parse_args()
     n, count = (300, 500) if args.quick else (args.events, args.webhooks)
     workdir = Path(tempfile.mkdtemp(prefix="operator-bench-"))
@@ -217,6 +308,13 @@ def main() -> None:
         kubectl(plane, "wait", "--for=condition=Established", "crd/webhooks.events.open-metadata.org")
         seq = asyncio.run(ceiling(receiver, n, 1))
         conc = asyncio.run(ceiling(receiver, n * 2, 64))
+        if args.peer:
+            print(f"ceiling: 1 in flight {seq.events_per_s:,.0f} req/s; 64 in flight {conc.events_per_s:,.0f} req/s")
+            print("(c) peer shape: one event per POST, Generic webhook, batchSize 1, ordering: webhook", flush=True)
+            small = 300 if args.quick else 2000
+            runs = [(1, small), (16, small), (64, small)] + ([] if args.quick else [(16, 10_000)])
+            asyncio.run(peer_shape(plane, workdir, receiver, runs, 5.0 if args.quick else args.slow_seconds))
+            return
         print("(a) end to end through the intake", flush=True)
         results = asyncio.run(end_to_end(plane, workdir, receiver, n))
         print(f"\nceiling: 1 in flight {seq.events_per_s:,.0f} req/s; 64 in flight {conc.events_per_s:,.0f} req/s")

@@ -8,6 +8,7 @@ the arrival time of every event id, which the benchmark fetches from GET /stats 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import sys
@@ -18,7 +19,9 @@ from typing import Any
 from aiohttp import web
 
 arrivals: dict[str, float] = {}
-state = {"requests": 0, "events": 0}
+state = {"requests": 0, "events": 0, "in_flight": 0, "max_in_flight": 0}
+#: Seconds a request to /slow/{n} waits before it is answered (a receiver that takes its time).
+SLOW_SECONDS = 1.0
 
 
 def _ids(payload: Any) -> list[str]:
@@ -39,6 +42,23 @@ async def hook(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def slow(request: web.Request) -> web.Response:
+    """Like ``hook``, answered after SLOW_SECONDS; counts requests in flight at once (the most ever seen)."""
+    state["in_flight"] += 1
+    state["max_in_flight"] = max(state["max_in_flight"], state["in_flight"])
+    try:
+        body = await request.read()
+        await asyncio.sleep(SLOW_SECONDS)
+        now = time.time()
+        state["requests"] += 1
+        for event_id in _ids(json.loads(body)):
+            state["events"] += 1
+            arrivals.setdefault(event_id, now)
+        return web.Response(status=204)
+    finally:
+        state["in_flight"] -= 1
+
+
 async def stats(request: web.Request) -> web.Response:
     return web.json_response({**state, "arrivals": arrivals})
 
@@ -49,7 +69,7 @@ async def count(request: web.Request) -> web.Response:
 
 async def reset(request: web.Request) -> web.Response:
     arrivals.clear()
-    state.update(requests=0, events=0)
+    state.update(requests=0, events=0, max_in_flight=state["in_flight"])
     return web.Response(status=204)
 
 
@@ -57,6 +77,7 @@ def main() -> None:
     port_file = Path(sys.argv[1])
     app = web.Application(client_max_size=32 * 1024 * 1024)
     app.router.add_post("/hook/{n}", hook)
+    app.router.add_post("/slow/{n}", slow)
     app.router.add_get("/stats", stats)
     app.router.add_get("/count", count)
     app.router.add_post("/reset", reset)

@@ -64,11 +64,15 @@ class PipelinedCompletion:
 
     async def confirm(self) -> None:
         """Wait until the previous completion is committed."""
-        if self._pending is not None:
+        pending = self._pending
+        if pending is not None:
             try:
-                await asyncio.shield(self._pending)
+                if pending.done():
+                    pending.result()  # the common case on a busy lane: no wait, no shield to build
+                else:
+                    await asyncio.shield(pending)  # a stopping worker must not cancel the write
             finally:
-                if self._pending.done():  # written, or failed for good (a bug): never wedge the lane on it
+                if pending.done():  # written, or failed for good (a bug): never wedge the lane on it
                     self._pending = None
 
     async def drain(self, grace: float = DRAIN_GRACE) -> None:
