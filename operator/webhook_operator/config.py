@@ -67,6 +67,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ssrf_allow_cidr", "", "CIDRs endpoints may resolve to despite the default refusals (repeatable).",
             multiple=True),
     Setting("ssrf_deny_cidr", "", "CIDRs endpoints may never resolve to (repeatable).", multiple=True),
+    Setting("ssrf_allow_private", "false", "Allow endpoints on private addresses (10/8, 172.16/12, 192.168/16, "
+            "100.64/10, fc00::/7: in-cluster Services and pods). Off: only --ssrf-allow-cidr re-opens a private "
+            "range. Cloud metadata addresses stay refused either way."),
     Setting("allow_loopback", "false", "Allow endpoints on loopback addresses (tests and local demos)."),
     Setting("admins", "", "Admin recipients for sendToAdmins (repeatable).", multiple=True),
     Setting("ui_base_url", "", "OpenMetadata UI base URL, for entity links in chat messages."),
@@ -136,6 +139,7 @@ class OperatorConfig:
     status_interval: float = 2.0
     ssrf_allow_cidr: tuple[str, ...] = ()
     ssrf_deny_cidr: tuple[str, ...] = ()
+    ssrf_allow_private: bool = False
     allow_loopback: bool = False
     admins: tuple[str, ...] = ()
     ui_base_url: str | None = None
@@ -160,6 +164,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "status_interval": parse_duration,
     "ssrf_allow_cidr": _cidrs,
     "ssrf_deny_cidr": _cidrs,
+    "ssrf_allow_private": _bool,
     "allow_loopback": _bool,
     "admins": lambda v: tuple(v),
     "ui_base_url": lambda v: v.rstrip("/") or None,

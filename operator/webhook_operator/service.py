@@ -43,7 +43,10 @@ class OperatorService:
                  tokens: TokenSource | None = None, api_auth: Authenticator | None = None) -> None:  # fmt: skip
         self.config = config
         policy = AddressPolicy.from_config(
-            allow=config.ssrf_allow_cidr, deny=config.ssrf_deny_cidr, allow_loopback=config.allow_loopback
+            allow=config.ssrf_allow_cidr,
+            deny=config.ssrf_deny_cidr,
+            allow_loopback=config.allow_loopback,
+            allow_private=config.ssrf_allow_private,
         )
         self.events = EventRecorder(api)
         self.writer = StatusWriter(api, interval=config.status_interval, events=self.events)

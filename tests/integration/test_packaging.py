@@ -158,6 +158,7 @@ def test_helm_lint_is_clean(helm: Helm, values: Path | None) -> None:
         ("persistence.enabled=maybe", "want boolean"),
         ("watchNamespaces[0]=Not_A_Namespace", "does not match pattern"),
         ("config.ssrf.denyCidrs[0]=everything", "does not match pattern"),
+        ("config.ssrf.allowPrivate=maybe", "want boolean"),
     ],
 )
 def test_values_schema_rejects_bad_values(helm: Helm, flag: str, complaint: str) -> None:
@@ -249,6 +250,15 @@ def test_deployment_is_hardened_single_replica(values: str, request: pytest.Fixt
     assert {(p["name"], p["containerPort"]) for p in container["ports"]} == {("http", 8080), ("metrics", 8081)}
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     assert mounts["/var/lib/webhook-operator"] == "store" and mounts["/tmp"] == "tmp"
+    # Issue 13, finding 10: non-root with a read-only root filesystem, so every path the operator writes (the store
+    # and its -wal/-shm files, TMPDIR) must be a writable volume; the Secrets it reads are read-only mounts.
+    store_dir = str(_parse_args(container).store_path.parent)
+    writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly", False)}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert {store_dir, env["TMPDIR"]} <= writable
+    assert writable == {store_dir, env["TMPDIR"]}, f"unexpected writable mounts: {writable}"
+    assert pod["securityContext"]["runAsUser"] != 0 and sc["runAsUser"] != 0
+    assert sc.get("privileged", False) is False
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes["tmp"]
     for label in ("name", "instance", "version", "managed-by", "component", "part-of"):
@@ -285,10 +295,12 @@ def test_storage_class_and_keep_policy(helm: Helm) -> None:
 
 
 def _parse_args(container: dict[str, Any]) -> OperatorConfig:
+    """The rendered arguments and the rendered WEBHOOK_OPERATOR_* variables, parsed as the operator parses them."""
     parser = argparse.ArgumentParser(prog="webhook-operator run")
     add_arguments(parser)
     assert container["args"][0] == "run"
-    return from_sources(parser.parse_args(container["args"][1:]), environ={})
+    environ = {e["name"]: e["value"] for e in container.get("env", []) if e["name"].startswith("WEBHOOK_OPERATOR_")}
+    return from_sources(parser.parse_args(container["args"][1:]), environ=environ)
 
 
 def test_rendered_arguments_are_accepted_by_the_operator(default_docs: list[Doc], full_docs: list[Doc]) -> None:
@@ -309,11 +321,23 @@ def test_rendered_arguments_are_accepted_by_the_operator(default_docs: list[Doc]
     assert full.max_concurrency == 32
     assert full.ssrf_allow_cidr == ("10.20.0.0/16",)
     assert full.ssrf_deny_cidr == ("169.254.169.254/32",)
+    assert default.ssrf_allow_private is False and full.ssrf_allow_private is False
     assert full.admins == ("admin@example.com",)
     assert full.ui_base_url == "https://openmetadata.example.com"
     assert (full.log_format, full.log_level) == ("text", "DEBUG")
     assert full.intake_max_body == 4 * 1024 * 1024
     assert full.intake_token_file == Path("/etc/webhook-operator/intake/tokens")
+
+
+def test_ssrf_allow_private_is_off_by_default_and_maps_to_its_variable(default_docs: list[Doc], helm: Helm) -> None:
+    """Issue 13, finding 6: private ranges (the cluster's Services and pods) are closed unless the admin opens them."""
+    env = {e["name"]: e.get("value") for e in _container(default_docs)["env"]}
+    assert env["WEBHOOK_OPERATOR_SSRF_ALLOW_PRIVATE"] == "false"
+    opened = _container(helm.template("--set", "config.ssrf.allowPrivate=true"))
+    assert {e["name"]: e.get("value") for e in opened["env"]}["WEBHOOK_OPERATOR_SSRF_ALLOW_PRIVATE"] == "true"
+    assert _parse_args(opened).ssrf_allow_private is True
+    service_cidr = _parse_args(_container(helm.template("--set", "config.ssrf.allowCidrs[0]=10.96.0.0/12")))
+    assert (service_cidr.ssrf_allow_cidr, service_cidr.ssrf_allow_private) == (("10.96.0.0/12",), False)
 
 
 def test_intake_token_is_a_mounted_secret_file(full_docs: list[Doc], helm: Helm) -> None:
@@ -646,8 +670,10 @@ def test_kustomize_renders_and_the_server_accepts_every_object(
     assert crd["spec"] == yaml.safe_load((ROOT / "crds" / "webhooks.yaml").read_text())["spec"]
     deployment = _one(docs, "Deployment")
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
-    assert _container(docs)["securityContext"]["readOnlyRootFilesystem"] is True
-    _parse_args(_container(docs))
+    sc = _container(docs)["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["runAsNonRoot"] is True
+    assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
+    assert _parse_args(_container(docs)).ssrf_allow_private is False
 
     _label_restricted(cluster, namespace)
     moved = _into_namespace(docs, namespace)

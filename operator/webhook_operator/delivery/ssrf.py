@@ -9,21 +9,30 @@ one that will be connected, at the one place in aiohttp that sees every address 
 Policy (``AddressPolicy.check``), in order:
 
 1. ``deny`` CIDRs refuse, whatever else says (explicit deny wins over allow).
-2. Always refused, no allow entry can re-open them: link-local (169.254.0.0/16, fe80::/10) and cloud metadata
-   (169.254.169.254, fd00:ec2::254, 100.100.100.200, 168.63.129.16), unspecified / "this network" (0.0.0.0/8, ::),
-   multicast, 240.0.0.0/4 (reserved) and broadcast.
+2. Always refused, neither ``allow_private`` nor any allow entry can re-open them: cloud metadata and credential
+   endpoints (169.254.169.254 — AWS, GCP, Azure, OCI, OpenStack IMDS; 169.254.170.2 — ECS task metadata and
+   credentials; 169.254.170.23 and the whole AWS link-local service range fd00:ec2::/64 — IMDS ``::254``, DNS
+   ``::253``, NTP ``::123``, EKS Pod Identity agent ``::23``; fd20:ce::254 — GCE metadata over IPv6;
+   100.100.100.200 — Alibaba Cloud; 168.63.129.16 — Azure WireServer; 192.0.0.192 — Oracle Cloud legacy), link-local
+   (169.254.0.0/16, fe80::/10), unspecified / "this network" (0.0.0.0/8, ::), multicast, 240.0.0.0/4 (reserved) and
+   broadcast.
 3. Loopback (127.0.0.0/8, ::1) is refused unless ``allow_loopback`` or an ``allow`` CIDR covers the address
    (the operator-level allow list may re-open loopback: its author owns the pod).
-4. Private ranges (10/8, 172.16/12, 192.168/16, 100.64/10 shared/CGNAT, fc00::/7) are allowed by default because
-   in-cluster receivers (Services, pods) legitimately live there; ``allow_private=False`` refuses them unless an
-   ``allow`` CIDR covers them. Use ``deny`` to block specific private ranges.
-5. Every other special-purpose address (documentation, benchmarking, Teredo, local NAT64, ...; anything Python does
-   not consider global) is refused unless an ``allow`` CIDR covers it.
+4. Private ranges (10/8, 172.16/12, 192.168/16, 100.64/10 shared/CGNAT, fc00::/7) are refused by default: they are
+   the cluster's Services, pods and nodes, and a tenant who may write a Webhook must not be able to reach them with
+   its own port, headers and body. ``allow_private=True`` (``--ssrf-allow-private``) re-opens all of them; an
+   ``allow`` CIDR (``--ssrf-allow-cidr``, e.g. the Service CIDR of in-cluster receivers) re-opens just that range.
+5. Every other special-purpose address (documentation, benchmarking, Teredo, local NAT64, deprecated
+   IPv4-compatible ``::a.b.c.d``, ...; anything Python does not consider global) is refused unless an ``allow`` CIDR
+   covers it.
 6. Anything else (the public internet) is allowed. ``allow`` is a list of exceptions, not an exclusive allow-list.
 
 IPv4 embedded in IPv6 (IPv4-mapped ``::ffff:a.b.c.d``, 6to4 ``2002::/16``, NAT64 ``64:ff9b::/96``) is unwrapped
 first: the packet ends up at the embedded IPv4 address, so that is the address judged. ``deny`` is matched against
-both the literal and the embedded address, ``allow`` only against the embedded (effective) one.
+both the literal and the embedded address, ``allow`` only against the embedded (effective) one. The deprecated
+IPv4-compatible spelling ``::a.b.c.d`` is judged as the IPv6 address it is (special-purpose, rule 5), and its
+embedded IPv4 address is checked against ``deny`` and the always-refused rules too, so no allow entry for ``::/8``
+can make it a way to a metadata address.
 """
 
 from __future__ import annotations
@@ -46,8 +55,22 @@ def _nets(*cidrs: str) -> tuple[IPNetwork, ...]:
 
 
 _METADATA = frozenset(
-    ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200", "168.63.129.16")
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",  # AWS, GCP, Azure, OCI, OpenStack, DigitalOcean instance metadata
+        "169.254.170.2",  # Amazon ECS task metadata / task-role credentials
+        "169.254.170.23",  # Amazon EKS Pod Identity agent (IPv4)
+        "fd00:ec2::254",  # AWS instance metadata over IPv6 (inside fd00:ec2::/64 below, named for the message)
+        "fd00:ec2::23",  # Amazon EKS Pod Identity agent (IPv6)
+        "fd20:ce::254",  # Google Compute Engine metadata over IPv6
+        "100.100.100.200",  # Alibaba Cloud instance metadata
+        "168.63.129.16",  # Azure WireServer / host agent
+        "192.0.0.192",  # Oracle Cloud legacy instance metadata
+    )
 )
+# AWS's link-local services over IPv6 (IMDS ::254, Route 53 Resolver ::253, Time Sync ::123, Pod Identity ::23, ...)
+# all live in this /64 of fc00::/7; none of it is ever a webhook receiver.
+_METADATA_NETS = _nets("fd00:ec2::/64")
 _LINK_LOCAL = _nets("169.254.0.0/16", "fe80::/10")
 _UNSPECIFIED = _nets("0.0.0.0/8", "::/128")
 _MULTICAST = _nets("224.0.0.0/4", "ff00::/8")
@@ -89,6 +112,16 @@ def _unwrap(ip: IPAddress) -> tuple[IPAddress, str | None]:
     return ip, None
 
 
+_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _ipv4_compatible(ip: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address in a deprecated IPv4-compatible ``::a.b.c.d`` (not ``::`` or ``::1``), else None."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip in _COMPATIBLE and int(ip) > 1:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def _parse_networks(values: Sequence[str], field: str) -> tuple[IPNetwork, ...]:
     nets: list[IPNetwork] = []
     for value in values:
@@ -103,14 +136,14 @@ def _parse_networks(values: Sequence[str], field: str) -> tuple[IPNetwork, ...]:
 class AddressPolicy:
     """Which resolved addresses the sender may connect to; see the module docstring for the rules and their order.
 
-    The default policy refuses loopback, link-local, metadata and special-purpose addresses and allows private and
-    public ones.
+    The default policy allows public addresses only: loopback, private, link-local, metadata and special-purpose
+    addresses are refused.
     """
 
     allow: tuple[IPNetwork, ...] = ()
     deny: tuple[IPNetwork, ...] = ()
     allow_loopback: bool = False
-    allow_private: bool = True
+    allow_private: bool = False
 
     @classmethod
     def from_config(
@@ -118,7 +151,7 @@ class AddressPolicy:
         allow: Sequence[str] = (),
         deny: Sequence[str] = (),
         allow_loopback: bool = False,
-        allow_private: bool = True,
+        allow_private: bool = False,
     ) -> AddressPolicy:
         """Build a policy from CIDR strings (a bare address means a single host).
 
@@ -142,22 +175,27 @@ class AddressPolicy:
             literal = ipaddress.IPv6Address(str(literal).split("%", 1)[0])
         effective, embedding = _unwrap(literal)
         name = str(literal) if embedding is None else f"{literal} ({embedding} {effective})"
+        compatible = _ipv4_compatible(literal)
+        judged: list[tuple[IPAddress, str]] = [(effective, name)]
+        if compatible is not None:
+            judged.append((compatible, f"{literal} (IPv4-compatible {compatible})"))
 
-        for candidate in (literal, effective):
+        for candidate in (literal, *(address for address, _ in judged)):
             denied = _within(candidate, self.deny)
             if denied is not None:
                 return f"{name} is denied by {denied}"
 
-        if effective in _METADATA:
-            return f"{name} is link-local / cloud metadata"
-        if _within(effective, _LINK_LOCAL):
-            return f"{name} is link-local"
-        if _within(effective, _UNSPECIFIED):
-            return f"{name} is unspecified"
-        if _within(effective, _MULTICAST):
-            return f"{name} is multicast"
-        if _within(effective, _RESERVED):
-            return f"{name} is reserved / broadcast"
+        for address, label in judged:
+            if address in _METADATA or _within(address, _METADATA_NETS):
+                return f"{label} is link-local / cloud metadata"
+            if _within(address, _LINK_LOCAL):
+                return f"{label} is link-local"
+            if _within(address, _UNSPECIFIED):
+                return f"{label} is unspecified"
+            if _within(address, _MULTICAST):
+                return f"{label} is multicast"
+            if _within(address, _RESERVED):
+                return f"{label} is reserved / broadcast"
 
         allowed = _within(effective, self.allow) is not None
         if _within(effective, _LOOPBACK):

@@ -11,6 +11,8 @@ was acknowledged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +24,27 @@ from webhook_operator.store.sqlite_schema import connect
 
 T = TypeVar("T")
 _Op = Callable[[sqlite3.Connection], Any]
+
+FILE_MODE = 0o600
+
+
+def create_owner_only(path: str) -> None:
+    """Create the store file readable by its owner only, before SQLite opens it, and tighten one left wider.
+
+    The store holds every event body and the delivery log. SQLite creates new files 0644 (less the umask) and
+    creates its ``-wal``, ``-journal`` and ``-shm`` files with the database file's permissions, so creating the
+    database file 0600 first makes all of them 0600; an existing file (and companions) from an older version is
+    chmod-ed. Setting the umask instead would change it for the whole process, threads included.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+    try:
+        if os.fstat(fd).st_mode & 0o777 != FILE_MODE:
+            os.fchmod(fd, FILE_MODE)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(path + suffix, FILE_MODE)
 
 
 class GroupCommit:
@@ -45,7 +68,11 @@ class GroupCommit:
     async def open(self, schema: str) -> None:
         loop = asyncio.get_running_loop()
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                create_owner_only(self.path)
+            except OSError as exc:
+                raise StoreUnavailable(f"cannot open SQLite store {self.path}: {exc}") from exc
 
         def setup() -> sqlite3.Connection:
             conn = connect(self.path, self._synchronous)

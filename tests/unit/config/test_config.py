@@ -67,3 +67,39 @@ def test_every_setting_has_a_parser_and_a_field() -> None:
 
 def test_documented_table_matches_the_code() -> None:
     assert markdown_table() in DOC.read_text(), "docs/configuration.md is stale: regenerate with config-table"
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, False), ("false", False), ("true", True)])
+async def test_ssrf_allow_private_reaches_the_operators_address_policy(
+    tmp_path: Path, value: str | None, expected: bool
+) -> None:
+    """Issue 13, finding 6: the service built its policy without ``allow_private``, so private ranges were open
+    whatever the configuration said. Now the setting (default off) is what the running sender enforces."""
+    from kubernetes import client as k8s
+
+    from webhook_operator.delivery.sender import AiohttpSender
+    from webhook_operator.service import OperatorService
+
+    env = {"WEBHOOK_OPERATOR_INTAKE_ALLOW_ANONYMOUS": "true", "WEBHOOK_OPERATOR_STORE_PATH": str(tmp_path / "s.db")}
+    if value is not None:
+        env["WEBHOOK_OPERATOR_SSRF_ALLOW_PRIVATE"] = value
+    config = from_sources(_parse(), env)
+    assert config.ssrf_allow_private is expected
+    service = OperatorService(config, api=k8s.ApiClient(), secrets=None)  # type: ignore[arg-type]
+    try:
+        sender = service.graph.sender
+        assert isinstance(sender, AiohttpSender)
+        policy = sender._policy
+        assert policy.allow_private is expected
+        assert (policy.check("10.96.0.1") is None) is expected
+        assert (policy.check("::ffff:10.96.0.1") is None) is expected
+        assert "cloud metadata" in (policy.check("fd00:ec2::23") or "")
+    finally:
+        await service.graph.sender.close()
+        await service.graph.store.close()
+
+
+def test_ssrf_allow_private_flag_and_bad_value() -> None:
+    assert from_sources(_parse("--ssrf-allow-private", "true"), TOKENS).ssrf_allow_private is True
+    with pytest.raises(ConfigError, match="--ssrf-allow-private / WEBHOOK_OPERATOR_SSRF_ALLOW_PRIVATE"):
+        from_sources(_parse(), {**TOKENS, "WEBHOOK_OPERATOR_SSRF_ALLOW_PRIVATE": "sometimes"})

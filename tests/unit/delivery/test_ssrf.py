@@ -60,12 +60,69 @@ def test_default_policy_refuses(ip: str, reason: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "ip",
-    ["10.0.0.7", "172.16.0.1", "192.168.1.1", "100.64.0.1", "fd12:3456::1", "93.184.216.34", "2606:4700::1111",
-     "::ffff:93.184.216.34", "2002:5db8:d822::1", "64:ff9b::5db8:d822"],
-)  # fmt: skip
-def test_default_policy_allows_private_and_public(ip: str) -> None:
+    "ip", ["93.184.216.34", "2606:4700::1111", "::ffff:93.184.216.34", "2002:5db8:d822::1", "64:ff9b::5db8:d822"]
+)
+def test_default_policy_allows_public(ip: str) -> None:
     assert DEFAULT.check(ip) is None
+
+
+PRIVATE = ["10.0.0.7", "10.96.0.1", "172.16.0.1", "172.31.255.254", "192.168.1.1", "100.64.0.1", "fd12:3456::1",
+           "fc00::1", "::ffff:10.96.0.1", "::ffff:192.168.1.1", "2002:a60:1::1", "64:ff9b::a60:1"]  # fmt: skip
+
+
+@pytest.mark.parametrize("ip", PRIVATE)
+def test_default_policy_refuses_private_in_every_spelling(ip: str) -> None:
+    assert "is private (private ranges are not allowed)" in (DEFAULT.check(ip) or "")
+    assert "is private" in (AddressPolicy.from_config().check(ip) or "")
+
+
+@pytest.mark.parametrize("ip", PRIVATE)
+def test_allow_private_reopens_private_ranges(ip: str) -> None:
+    assert AddressPolicy.from_config(allow_private=True).check(ip) is None
+
+
+@pytest.mark.parametrize("ip", ["::10.96.0.1", "::192.168.1.1"])
+def test_ipv4_compatible_private_stays_special_purpose(ip: str) -> None:
+    """The deprecated ``::a.b.c.d`` spelling is not a private address to re-open: refused with or without the flag."""
+    assert "special-purpose" in (DEFAULT.check(ip) or "")
+    assert "special-purpose" in (AddressPolicy.from_config(allow_private=True, allow=["10.0.0.0/8"]).check(ip) or "")
+
+
+METADATA = ["169.254.169.254", "169.254.170.2", "169.254.170.23", "fd00:ec2::254", "fd00:ec2::23", "fd00:ec2::253",
+            "fd00:ec2::123", "fd00:ec2::1:2", "fd00:ec2:0:0:ffff:ffff:ffff:ffff", "fd20:ce::254", "100.100.100.200",
+            "168.63.129.16", "192.0.0.192", "::ffff:100.100.100.200", "::ffff:169.254.170.2", "::100.100.100.200",
+            "::169.254.169.254", "2002:6464:64c8::1", "64:ff9b::6464:64c8", "fd00:ec2::23%eth0"]  # fmt: skip
+
+
+@pytest.mark.parametrize("ip", METADATA)
+def test_metadata_is_refused_even_with_allow_private_and_allow_everything(ip: str) -> None:
+    everything = AddressPolicy.from_config(
+        allow=["0.0.0.0/0", "::/0", "fd00:ec2::/64", "100.100.100.200/32", "169.254.0.0/16", "::/8"],
+        allow_loopback=True,
+        allow_private=True,
+    )
+    for policy in (DEFAULT, AddressPolicy(allow_private=True), everything):
+        assert "link-local / cloud metadata" in (policy.check(ip) or ""), (policy, ip)
+
+
+def test_outside_fd00_ec2_slash_64_is_an_ordinary_private_address() -> None:
+    assert AddressPolicy(allow_private=True).check("fd00:ec2:0:1::23") is None
+    assert "is private" in (DEFAULT.check("fd00:ec2:0:1::23") or "")
+
+
+def test_allow_cidr_reopens_a_service_cidr_without_allow_private() -> None:
+    services = AddressPolicy.from_config(allow=["10.96.0.0/12"])
+    assert services.check("10.96.0.1") is None
+    assert services.check("::ffff:10.96.0.1") is None
+    assert services.check("10.111.255.254") is None
+    assert "is private" in (services.check("10.112.0.1") or "")
+    assert "is private" in (services.check("192.168.0.1") or "")
+    assert "cloud metadata" in (AddressPolicy.from_config(allow=["100.64.0.0/10"]).check("100.100.100.200") or "")
+
+
+def test_deny_matches_the_ipv4_compatible_embedding() -> None:
+    policy = AddressPolicy.from_config(allow=["::/8"], deny=["10.0.0.0/8"], allow_private=True)
+    assert "denied by 10.0.0.0/8" in (policy.check("::10.96.0.1") or "")
 
 
 @pytest.mark.parametrize("ip", ["169.254.169.254", "fd00:ec2::254", "fe80::1", "0.0.0.0", "224.0.0.1", "::"])  # noqa: S104
@@ -235,3 +292,33 @@ async def test_guarded_connector_refuses_a_name_if_any_answer_is_refused(
     assert resolver.lookups == ["mixed.test"]
     assert log.addresses == []
     assert hits == []
+
+
+# --- issue 13, finding 6: SSRF inside the cluster by default -------------------------------------------------------
+#
+# A tenant's endpoint resolving to a Service IP, its IPv4-mapped spelling, or an AWS link-local service (EKS Pod
+# Identity agent at fd00:ec2::23) used to pass the default policy. The resolver maps test names to those addresses;
+# nothing is ever sent to them (the policy refuses before any socket exists, and ConnectionLog plus the session
+# tripwire fail the test on any non-loopback connect).
+
+IN_CLUSTER = {"kube-api.test": "10.96.0.1", "mapped.test": "::ffff:10.96.0.1", "pod-identity.test": "fd00:ec2::23"}
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("kube-api.test", "10.96.0.1 is private (private ranges are not allowed)"),
+        ("mapped.test", "::ffff:a60:1 (IPv4-mapped 10.96.0.1) is private (private ranges are not allowed)"),
+        ("pod-identity.test", "fd00:ec2::23 is link-local / cloud metadata"),
+    ],
+)
+async def test_default_policy_refuses_in_cluster_and_metadata_names(name: str, reason: str) -> None:
+    resolver = StaticResolver(IN_CLUSTER)
+    log = ConnectionLog()
+    connector = GuardedConnector(policy=AddressPolicy.from_config(), resolver=resolver, socket_factory=log)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        with pytest.raises(AddressRefused) as refused:
+            await session.post(f"http://{name}:6443/api", data=b"{}")
+    assert reason in refused.value.reason
+    assert resolver.lookups == [name]
+    assert log.addresses == []

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -171,3 +172,53 @@ async def test_retry_state_written_by_a_newer_version_still_loads(store: SqliteS
         lambda conn: conn.execute("INSERT INTO webhooks(webhook, retry) VALUES ('ns/a', ?)", (json.dumps(newer),))
     )
     assert (await store.lane_state("ns/a")).retry == RetryState(held_qids=(4, 5), attempts=1, paused="failed")
+
+
+# --- issue 13, finding 10: the store holds every event body and delivery log; only the operator may read it --------
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+@pytest.fixture
+def permissive_umask() -> Iterator[None]:
+    old = os.umask(0o022)  # the common default, under which SQLite itself creates 0644 files
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.usefixtures("permissive_umask")
+async def test_a_fresh_store_and_its_wal_and_shm_files_are_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "fresh" / "store.db"
+    s = SqliteStore(path, clock=Clock())
+    await s.open()
+    try:
+        await s.enqueue([ev(1, "ns/a")])
+        files = (path, Path(f"{path}-wal"), Path(f"{path}-shm"))  # WAL mode: both exist while the store is open
+        assert {p.name: _mode(p) for p in files} == {p.name: 0o600 for p in files}
+    finally:
+        await s.close()
+    assert _mode(path) == 0o600
+
+
+@pytest.mark.usefixtures("permissive_umask")
+async def test_an_existing_world_readable_store_is_tightened_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    first = SqliteStore(path, clock=Clock())
+    await first.open()
+    await first.enqueue([ev(1, "ns/a")])
+    await first.close()
+    for p in (path, *(Path(f"{path}{suffix}") for suffix in ("-wal", "-shm"))):
+        if p.exists():
+            p.chmod(0o644)  # as an older version (or a plain sqlite3.connect) left it
+    again = SqliteStore(path, clock=Clock())
+    await again.open()
+    try:
+        await again.enqueue([ev(2, "ns/a")])
+        for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            assert _mode(p) == 0o600, p.name
+    finally:
+        await again.close()
