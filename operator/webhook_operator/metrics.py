@@ -3,12 +3,17 @@
 Per-webhook series carry ``namespace`` and ``webhook`` labels and are removed when a webhook is deleted, so a
 cluster with churning Webhooks does not grow series forever. The attempt-latency histogram has no webhook label:
 ten thousand webhooks times a dozen buckets would be a cardinality problem for no operational gain.
+
+The hot path (one ``attempt`` and a ``webhook_changed`` or two per delivery) keeps each labelled child once it is
+created instead of calling ``.labels()`` every time (a lock, a tuple and a dict lookup each: 2 % of the operator's
+CPU in issue 12's profile); ``forget`` drops the kept children together with the series.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -45,6 +50,11 @@ class Metrics:
         self.status_patches = Counter("webhook_operator_status_patches", "Status subresource patches by result.",
                                       ["result"], registry=r)  # fmt: skip
         self._oldest: dict[str, float | None] = {}
+        #: Labelled children kept for the hot path, by webhook key (and outcome); created on first use, as before.
+        self._depth: dict[str, Any] = {}
+        self._counted: dict[tuple[str, str], Any] = {}
+        self._retried: dict[str, Any] = {}
+        self._seconds: dict[str, Any] = {}
 
     @staticmethod
     def _labels(key: str) -> tuple[str, str]:
@@ -52,21 +62,37 @@ class Metrics:
         return namespace, name
 
     def webhook_changed(self, snapshot: WebhookSnapshot) -> None:
-        ns, name = self._labels(snapshot.key)
-        self.queue_depth.labels(ns, name).set(snapshot.pending)
-        self._oldest[snapshot.key] = snapshot.oldest_pending_at
+        key = snapshot.key
+        depth = self._depth.get(key)
+        if depth is None:
+            depth = self._depth[key] = self.queue_depth.labels(*self._labels(key))
+        depth.set(snapshot.pending)
+        self._oldest[key] = snapshot.oldest_pending_at
 
     def attempt(self, record: AttemptRecord) -> None:
-        ns, name = self._labels(record.webhook)
+        key = record.webhook
         outcome = "delivered" if record.outcome is AttemptOutcome.DELIVERED else "failed"
-        self.deliveries.labels(ns, name, outcome).inc()
-        self.attempt_seconds.labels(outcome).observe(record.duration_ms / 1000)
+        counted = self._counted.get((key, outcome))
+        if counted is None:
+            counted = self._counted[key, outcome] = self.deliveries.labels(*self._labels(key), outcome)
+        counted.inc()
+        seconds = self._seconds.get(outcome)
+        if seconds is None:
+            seconds = self._seconds[outcome] = self.attempt_seconds.labels(outcome)
+        seconds.observe(record.duration_ms / 1000)
         if record.attempt > 1:
-            self.retries.labels(ns, name).inc()
+            retried = self._retried.get(key)
+            if retried is None:
+                retried = self._retried[key] = self.retries.labels(*self._labels(key))
+            retried.inc()
 
     def forget(self, key: str) -> None:
         ns, name = self._labels(key)
         self._oldest.pop(key, None)
+        self._depth.pop(key, None)
+        self._retried.pop(key, None)
+        for outcome in ("delivered", "failed"):
+            self._counted.pop((key, outcome), None)
         for metric in (self.queue_depth, self.oldest_age, self.retries):
             with contextlib.suppress(KeyError):
                 metric.remove(ns, name)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 #: Event types a Webhook can subscribe to (the seed's enum); other values are accepted and match no filter.
 LIFECYCLE_EVENT_TYPES = ("entityCreated", "entityUpdated", "entitySoftDeleted", "entityDeleted")
+_ENTITY = {"entity"}
 
 
 class FieldChange(BaseModel):
@@ -82,3 +83,14 @@ class ChangeEvent(BaseModel):
     def wire(self) -> dict[str, Any]:
         """The event as JSON-ready data, entity as an object, unknown fields kept."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+    def wire_for_encoding(self) -> dict[str, Any]:
+        """``wire()`` for a caller that only encodes the result (the Generic payload), at a fraction of the cost:
+        ``entity`` is the model's own dict, not a serialised copy (walking a large entity was the largest cost of
+        a render, issue 12). The same data for every event that came from JSON — the intake, the store — since
+        ``entity`` then holds only JSON values (``exclude_none`` never reaches into it: its nulls are kept either
+        way). ``entity`` comes last rather than in field order. Never mutate the result."""
+        wire = self.model_dump(by_alias=True, exclude_none=True, mode="json", exclude=_ENTITY)
+        if self.entity is not None:
+            wire["entity"] = self.entity
+        return wire

@@ -15,8 +15,25 @@ from webhook_operator.delivery.target import WebhookTarget
 from webhook_operator.formats.base import RenderContext
 from webhook_operator.formats.registry import formatter_for
 
+#: Render contexts by target object (a target is immutable; re-registration makes a new one). Bounded by clearing:
+#: the entry is rebuilt in a couple of microseconds, and the process holds about one target per webhook.
+_CONTEXTS: dict[int, tuple[WebhookTarget, RenderContext]] = {}
+_CONTEXTS_SIZE = 20_000
+
 
 def render_context(target: WebhookTarget) -> RenderContext:
+    """The target's ``RenderContext``, built once per target object rather than once per request."""
+    entry = _CONTEXTS.get(id(target))
+    if entry is not None and entry[0] is target:
+        return entry[1]
+    if len(_CONTEXTS) >= _CONTEXTS_SIZE:
+        _CONTEXTS.clear()
+    context = _build_context(target)
+    _CONTEXTS[id(target)] = (target, context)  # the target is held, so its id() cannot be reused meanwhile
+    return context
+
+
+def _build_context(target: WebhookTarget) -> RenderContext:
     cfg = target.spec.webhook_config
     return RenderContext(
         webhook_name=target.name, webhook_type=target.spec.webhook_type, batch_size=target.spec.batch_size,

@@ -37,11 +37,11 @@ from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
-from webhook_operator.api.encoding import compact_json, compact_json_text
+from webhook_operator.api.encoding import compact_json_text
 from webhook_operator.api.events import ChangeEvent
 from webhook_operator.formats._common import batch_recipients, require_events
 from webhook_operator.formats.base import FormatError, RenderContext, Rendered
-from webhook_operator.formats.payload import event_payload, generic_document
+from webhook_operator.formats.payload import event_payload, generic_body
 
 TEMPLATE_NAME = "payloadTemplate"
 TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
@@ -140,7 +140,7 @@ class CustomFormatter:
     def render(self, events: Sequence[ChangeEvent], ctx: RenderContext) -> Rendered:
         require_events(events)
         if ctx.payload_template is None:
-            return Rendered(body=compact_json(generic_document(events, ctx)), content_type="application/json")
+            return Rendered(body=generic_body(events, ctx), content_type="application/json")
         payloads = [event_payload(event, ctx) for event in events]
         variables = {
             "events": payloads,

@@ -17,18 +17,19 @@ Recipients (sendToAdmins/Owners/Followers): each event object gets ``"recipients
 dropped) only when at least one flag is set; per event, because each event concerns its own entity.
 
 Compact JSON, UTF-8, non-ASCII kept raw; no size limit is imposed: a generic receiver gets the whole entity.
+Each event's object is encoded once and shared by every webhook it goes to; only ``webhookName`` (and
+``recipients``) are spliced in per webhook (``payload.generic_body``, byte-identical to encoding the document).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from webhook_operator.api.encoding import compact_json
 from webhook_operator.api.events import ChangeEvent
 from webhook_operator.formats.base import RenderContext, Rendered
-from webhook_operator.formats.payload import generic_document
+from webhook_operator.formats.payload import generic_body
 
 
 class GenericFormatter:
     def render(self, events: Sequence[ChangeEvent], ctx: RenderContext) -> Rendered:
-        return Rendered(body=compact_json(generic_document(events, ctx)), content_type="application/json")
+        return Rendered(body=generic_body(events, ctx), content_type="application/json")

@@ -141,3 +141,44 @@ def test_too_many_events_is_413() -> None:
     assert error.status == 413
     assert error.message == "too many events in one post: 4 (at most 3)"
     assert parse_events(dumps([minimal_event(i) for i in range(3)]), max_events=3).events
+
+
+def test_integers_beyond_64_bits_are_stored_exactly() -> None:
+    body = dumps([minimal_event(1)])[:-2] + b',"big":123456789012345678901234567890,"neg":-18446744073709551617}]'
+    parsed = parse_events(body)
+    assert parsed.bodies[0].endswith(b',"big":123456789012345678901234567890,"neg":-18446744073709551617}')
+
+
+def test_small_floats_are_stored_as_json_writes_them() -> None:
+    parsed = parse_events(dumps([{**minimal_event(1), "score": 0.00001, "tiny": -7.185e-09}]))
+    assert parsed.bodies[0].endswith(b',"score":1e-05,"tiny":-7.185e-09}')
+
+
+def test_a_number_beyond_a_double_is_stored_as_before_not_as_null() -> None:
+    # json reads 1e400 as infinity and always wrote it back as Infinity; the fast path must not turn it into null.
+    parsed = parse_events(dumps([minimal_event(1)])[:-2] + b',"huge":1e400,"none":null}]')
+    assert parsed.bodies[0].endswith(b',"huge":Infinity,"none":null}')
+
+
+def test_fast_and_original_paths_agree_on_every_sample() -> None:
+    from webhook_operator.api.encoding import compact_json_reference
+
+    for path in event_files():
+        body = path.read_bytes()
+        value = json.loads(body)
+        items = value["data"] if isinstance(value, dict) and "data" in value else value
+        items = items if isinstance(items, list) else [items]
+        if not isinstance(items[0], dict) or "eventType" not in items[0]:
+            continue
+        assert parse_events(body).bodies == [compact_json_reference(i) for i in items], path.name
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"id":"a\nb"}', b'{"id":"\x00"}', b"[1,]", b'{"a":1,}', b"01", b"1.", b"+1", b'"\\x41"', b"\x0c[]", b"[1] x"],
+)
+def test_what_json_refuses_is_refused_with_json_s_own_message(body: bytes) -> None:
+    with pytest.raises(json.JSONDecodeError) as expected:
+        json.loads(body.decode("utf-8"))
+    exc = expected.value
+    assert refused(body).message == f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
