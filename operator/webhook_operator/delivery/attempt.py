@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from webhook_operator.api.events import ChangeEvent
 from webhook_operator.delivery.request import build_request
 from webhook_operator.delivery.sender import Outcome, OutcomeKind, Sender
-from webhook_operator.delivery.target import WebhookTarget, mask, mask_credentials
+from webhook_operator.delivery.target import WebhookTarget, mask, mask_credentials, mask_cut_tail
 from webhook_operator.formats.base import FormatError
 from webhook_operator.store.base import AttemptOutcome, AttemptRecord, QueuedEvent
 
@@ -43,9 +43,21 @@ def delivery_id(key: str, batch: Sequence[QueuedEvent]) -> str:
 
 
 def redact(text: str | None, secrets: Sequence[str]) -> str:
-    """Every known secret value, then anything credential-shaped: for text we do not control (error messages that
-    may quote a header, receiver bodies that echo what they got)."""
+    """Every given form of every secret (``WebhookTarget.masked_forms``: the values and their encodings), then
+    anything credential-shaped: for text we do not control (error messages that may quote a header, receiver
+    bodies that echo what they got)."""
     return mask_credentials(mask(text, secrets) or "")
+
+
+def redact_body(body: str, more: str, forms: Sequence[str]) -> str:
+    """A response body for the log: masked *before* it is cut, so a secret straddling the cut is masked whole.
+    ``more`` is what the sender read past its cut (``Outcome.response_more``); the result is at most
+    ``len(body)`` characters, and if it was cut and now ends with the start of a secret form (one longer than
+    what was read past the cut), that tail is masked too."""
+    if not more:
+        return redact(body, forms)
+    masked = redact(body + more, forms)
+    return mask_cut_tail(masked[: len(body)], forms)
 
 
 def record(webhook: str, outcome: AttemptOutcome, *, delivery: str = "-", event_ids: Sequence[str] = (),
@@ -94,9 +106,11 @@ class AttemptPipeline:
         started = self._clock()
         outcome = await self._send(target, events, delivery, started, extra_headers, test=test_by is not None)
         if outcome.error or outcome.response_body:  # most deliveries have neither: no copy for them
-            secrets = target.sensitive_values
-            outcome = dataclasses.replace(outcome, error=redact(outcome.error, secrets) or None,
-                                          response_body=redact(outcome.response_body, secrets))  # fmt: skip
+            forms = target.masked_forms
+            outcome = dataclasses.replace(
+                outcome, error=redact(outcome.error, forms) or None,
+                response_body=redact_body(outcome.response_body, outcome.response_more, forms), response_more="",
+            )  # fmt: skip
         if test_by is not None:
             kind, note = AttemptOutcome.TEST, f"test requested by {test_by}"
         else:

@@ -6,6 +6,7 @@ in-memory fake, while the real ``AiohttpSender`` is tested against real loopback
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import errno
 import ssl
@@ -45,10 +46,14 @@ class Outcome:
     status_code: int | None
     duration_ms: float
     error: str | None = None
-    #: First bytes of the response body, decoded leniently, for the delivery log.
+    #: The start of the response body (at most ``max_response_body`` characters), decoded leniently, for the
+    #: delivery log.
     response_body: str = ""
     #: Seconds the receiver asked us to wait (Retry-After on 429/503), already bounded; None if absent.
     retry_after: float | None = None
+    #: What was read past the cut (at most ``mask_margin`` bytes), never logged: only so that the attempt pipeline
+    #: can mask a secret that straddles the cut before cutting. Non-empty means ``response_body`` was cut.
+    response_more: str = ""
 
     @property
     def ok(self) -> bool:
@@ -170,7 +175,9 @@ class AiohttpSender:
       reach another's. A 3xx is a retryable failure that names the Location.
     * TLS: the system trust store by default; a per-webhook PEM bundle adds CAs (its SSLContext is cached per bundle,
       so pooled connections are reused); ``insecure_skip_verify`` is an explicit opt-in.
-    * Only the first ``max_response_body`` bytes of a response are kept for the delivery log; up to
+    * The first ``max_response_body`` characters of a response are kept for the delivery log. ``mask_margin`` more
+      bytes are read and handed over as ``Outcome.response_more``, so that masking (in the attempt pipeline) sees
+      a secret that straddles the cut, whole, before the cut is made; it is never logged. Up to
       ``max_drain_bytes`` more are read and discarded so the connection can be reused, beyond that it is closed
       instead of reading a huge body. Errors while reading the body do not change the outcome: the status decided it.
     """
@@ -185,6 +192,7 @@ class AiohttpSender:
         limit_per_host: int = 16,
         max_response_body: int = 4096,
         max_drain_bytes: int = 64 * 1024,
+        mask_margin: int = 1024,
         retry_after_min: float = 1.0,
         retry_after_max: float = 3600.0,
         socket_factory: aiohttp.SocketFactoryType | None = None,
@@ -200,6 +208,7 @@ class AiohttpSender:
         self._limit_per_host = limit_per_host
         self._max_body = max_response_body
         self._max_drain = max_drain_bytes
+        self._read_limit = max_response_body + mask_margin
         self._retry_after_bounds = (retry_after_min, retry_after_max)
         self._socket_factory = socket_factory
         self._session: aiohttp.ClientSession | None = None
@@ -247,12 +256,13 @@ class AiohttpSender:
             timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
         return timeout
 
-    async def _read_body(self, response: aiohttp.ClientResponse) -> str:
+    async def _read_body(self, response: aiohttp.ClientResponse) -> tuple[str, str]:
+        """(the kept start of the body, what was read past it for masking only)."""
         content = response.content
         kept = bytearray()
         try:
-            while len(kept) < self._max_body and not content.at_eof():
-                chunk = await content.read(self._max_body - len(kept))
+            while len(kept) < self._read_limit and not content.at_eof():
+                chunk = await content.read(self._read_limit - len(kept))
                 if not chunk:
                     break
                 kept += chunk
@@ -264,7 +274,8 @@ class AiohttpSender:
                 drained += len(chunk)
         except (aiohttp.ClientError, TimeoutError):
             pass  # keep what arrived; release() closes a connection whose body was not read to the end
-        return kept.decode("utf-8", "replace")
+        text = kept.decode("utf-8", "replace")
+        return text[: self._max_body], text[self._max_body :]
 
     async def send(self, request: Request) -> Outcome:
         started = time.perf_counter()
@@ -285,11 +296,12 @@ class AiohttpSender:
                 timeout=self._timeout(request.timeout),
                 ssl=ssl_param,
             ) as response:
-                body = await self._read_body(response)
-                return classify_response(
+                body, more = await self._read_body(response)
+                outcome = classify_response(
                     response.status, response.reason, response.headers, body, (time.perf_counter() - started) * 1000,
                     now=time.time(), retry_after_bounds=self._retry_after_bounds,
                 )  # fmt: skip
+                return dataclasses.replace(outcome, response_more=more) if more else outcome
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             kind, error = classify_exception(exc, request.timeout)
             return Outcome(kind, None, (time.perf_counter() - started) * 1000, error)
