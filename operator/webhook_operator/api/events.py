@@ -13,6 +13,9 @@ import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic_core import PydanticCustomError
+
+from webhook_operator.api.limits import deeper_than, depth_message
 
 #: Event types a Webhook can subscribe to (the seed's enum); other values are accepted and match no filter.
 LIFECYCLE_EVENT_TYPES = ("entityCreated", "entityUpdated", "entitySoftDeleted", "entityDeleted")
@@ -69,9 +72,14 @@ class ChangeEvent(BaseModel):
         # Recent servers re-read events from the change_event table and POST the entity as a JSON string.
         if isinstance(value, str):
             try:
-                value = json.loads(value)
+                parsed = json.loads(value)
+            except RecursionError:
+                raise PydanticCustomError("json_depth", depth_message()) from None
             except ValueError as exc:
                 raise ValueError(f"entity is a string but not valid JSON: {exc}") from exc
+            if deeper_than(value):  # the same limit as the post around it (api.limits)
+                raise PydanticCustomError("json_depth", depth_message())
+            value = parsed
         return value
 
     def changed_fields(self) -> list[str]:

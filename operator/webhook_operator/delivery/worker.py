@@ -13,6 +13,9 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from pydantic import ValidationError
+
+from webhook_operator.api.events import ChangeEvent
 from webhook_operator.delivery.attempt import AttemptPipeline, delivery_id, record
 from webhook_operator.delivery.lane import Lane
 from webhook_operator.delivery.parsed import ParsedEvents
@@ -28,14 +31,55 @@ from webhook_operator.store.base import (
 
 log = logging.getLogger(__name__)
 
+#: Characters of a decode error kept in the delivery log line and the warning.
+_MAX_REASON = 300
+
 #: Pause before trying again after the store failed or a bug escaped an attempt: never a hot loop.
 BACKOFF = 1.0
 #: How long a shutdown waits for the last completion of a lane to commit.
 DRAIN_GRACE = 10.0
 
 
+def _decode_error(exc: Exception) -> str:
+    """One line saying why an event could not be decoded (a ValidationError's first error, not its whole text)."""
+    if isinstance(exc, ValidationError):
+        errors = exc.errors(include_url=False, include_input=False)
+        first = errors[0] if errors else None
+        where = ".".join(str(part) for part in first["loc"]) if first else ""
+        reason = f"{where}: {first['msg']}" if first and where else (first["msg"] if first else str(exc))
+    else:
+        reason = f"{type(exc).__name__}: {exc}"
+    reason = " ".join(reason.split())
+    return reason if len(reason) <= _MAX_REASON else reason[: _MAX_REASON - 1] + "…"
+
+
+def decode(
+    parsed: ParsedEvents, batch: Sequence[QueuedEvent]
+) -> tuple[list[ChangeEvent], list[tuple[QueuedEvent, str]]]:
+    """The batch's events, and the entries that cannot be decoded with why (stored before the intake's depth
+    limit, or broken on disk): retrying those would wedge the lane forever."""
+    events: list[ChangeEvent] = []
+    undecodable: list[tuple[QueuedEvent, str]] = []
+    for entry in batch:
+        try:
+            events.append(parsed.get(entry))
+        except (ValueError, RecursionError) as exc:  # pydantic's ValidationError is a ValueError
+            undecodable.append((entry, _decode_error(exc)))
+    return events, undecodable
+
+
 class WorkerStore(LaneStore, LogStore, Protocol):
     """A lane's queue and retry state, plus the log for the operator actions' lines."""
+
+
+async def dead_letter(store: LaneStore, lane: Lane, entry: QueuedEvent, reason: str, now: float) -> None:
+    """An event that cannot be decoded can never be sent: to the dead letters with the reason, once."""
+    line = record(lane.key, AttemptOutcome.SKIPPED, delivery=delivery_id(lane.key, [entry]),
+                  event_ids=[entry.event_id], attempt=lane.retry.attempts, started_at=now,
+                  note=f"event could not be decoded: {reason}; dead-lettered")  # fmt: skip
+    await asyncio.shield(store.skip(lane.key, [entry.qid], line))  # memory follows only what is stored
+    lane.skipped([entry])
+    log.warning("event %s for %s could not be decoded and was dead-lettered: %s", entry.event_id, lane.key, reason)
 
 
 class PipelinedCompletion:
@@ -164,7 +208,13 @@ class LaneWorker:
 
     async def _deliver(self, batch: list[QueuedEvent]) -> None:
         lane = self.lane
-        attempt = await self._pipeline.run(lane.target, [self._parsed.get(e) for e in batch],
+        events, undecodable = decode(self._parsed, batch)
+        for entry, reason in undecodable:
+            await dead_letter(self._store, lane, entry, reason, self._clock())
+            self._notify(lane)
+        if undecodable:
+            return  # the loop takes the next batch: the rest, in order, without the dead-lettered entries
+        attempt = await self._pipeline.run(lane.target, events,
                                            delivery=delivery_id(lane.key, batch),
                                            attempt=lambda: lane.retry.attempts + 1)  # fmt: skip
         lane.attempted(batch, attempt, self._clock())

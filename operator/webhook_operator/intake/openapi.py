@@ -17,6 +17,7 @@ from typing import Any
 
 from webhook_operator import __version__
 from webhook_operator.api.events import LIFECYCLE_EVENT_TYPES, ChangeEvent
+from webhook_operator.api.limits import MAX_DEPTH
 from webhook_operator.api.operations import MAX_REDELIVERY
 from webhook_operator.intake.auth import OM_SIGNATURE_HEADER, SEED_SIGNATURE_HEADER
 from webhook_operator.intake.operations import WEBHOOK_PATH
@@ -135,7 +136,9 @@ def _operations_paths(www_authenticate: dict[str, Any], retry_after: dict[str, A
 
     def errors(*statuses: str) -> dict[str, Any]:
         texts = {
-            "400": _error("A bad parameter or body (named in `error`)."),
+            "400": _error(
+                f"A bad parameter or body, e.g. one nested deeper than {MAX_DEPTH} levels (named in `error`)."
+            ),
             "401": _error("No token, or one the API server (TokenReview) does not accept.", www_authenticate),
             "403": _error("The caller may not get (read) or patch (operate) this Webhook (SubjectAccessReview)."),
             "404": _error("No such Webhook served by this operator."),
@@ -282,7 +285,10 @@ def openapi_document() -> dict[str, Any]:
                 "description": "Stored and routed.",
                 "content": {"application/json": {"schema": _ref("SubmitResult")}},
             },
-            "400": _error("Not JSON, not a ChangeEvent, an empty batch, or a field is invalid (named in `error`)."),
+            "400": _error(
+                "Not JSON, not a ChangeEvent, an empty batch, a field is invalid, or the body (or a "
+                f"string-valued `entity`) is nested deeper than {MAX_DEPTH} levels (named in `error`)."
+            ),
             "401": _error("Missing or wrong bearer token, or missing or wrong signature.", www_authenticate),
             "413": _error("Body larger than the configured limit, or too many events in one post."),
             "415": _error("Content-Type is not application/json (or a +json type)."),

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from webhook_operator.api.limits import deeper_than, depth_message
 from webhook_operator.api.operations import (
     MAX_REDELIVERY,
     OperationError,
@@ -179,8 +180,12 @@ def operation_routes(backend: OperationsBackend, *, clock: Callable[[], float] =
         raw = await request.read() if request.can_read_body else b"{}"
         try:
             data = json.loads(raw or b"{}")
+        except RecursionError:
+            raise _bad(f"body: {depth_message()}") from None
         except ValueError:
             raise _bad("body is not valid JSON") from None
+        if deeper_than(raw):  # the intake's one nesting limit (api.limits), for every JSON body
+            raise _bad(f"body: {depth_message()}")
         wanted = parse_redeliver_body(data, clock())
         caller = caller_of(request)
         if wanted.to and caller.authorize is not None:

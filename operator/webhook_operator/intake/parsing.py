@@ -21,6 +21,12 @@ is judged as before. One such oddity the fast path cannot see: a number beyond a
 as infinity, which orjson would write as ``null``; since that turns a number into an extra ``null`` in the compact
 body, a post whose bodies hold more ``null`` tokens than it does is redone on the original path (only a duplicated
 key whose dropped value was ``null``, in the same post as such a number, could hide one).
+
+Depth (issue 13, finding 5): a post may nest at most ``api.limits.MAX_DEPTH`` levels, on either path, so every stored
+event can be parsed again at delivery time; deeper is a 400 naming the limit and the event's field
+(``data[3].entity: nested deeper than 64 levels``). The check is one scan of the raw bytes
+(``api.limits.deeper_than``: C-speed ``translate``/``replace``, no recursion); only a refused post is walked, with an
+explicit stack, to say where. A string-valued ``entity`` is held to the same limit by the model.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from pydantic_core import from_json
 
 from webhook_operator.api.encoding import compact_json, compact_json_reference
 from webhook_operator.api.events import ChangeEvent
+from webhook_operator.api.limits import deeper_than, depth_message, too_deep_at
 from webhook_operator.intake.errors import IntakeError
 
 __all__ = ["DEFAULT_MAX_EVENTS", "IntakeError", "ParsedPost", "parse_events"]
@@ -65,11 +72,26 @@ def parse_events(body: bytes, *, max_events: int = DEFAULT_MAX_EVENTS) -> Parsed
     try:
         value = from_json(body[len(_UTF8_BOM) :] if body.startswith(_UTF8_BOM) else body, allow_inf_nan=False)
     except ValueError:  # not JSON, or JSON that only ``json`` reads: the original path, with its exact messages
-        return _parse(_decode(body), max_events, compact_json_reference)
+        value = _decode(body)
+        _check_depth(body, value)
+        return _parse(value, max_events, compact_json_reference)
+    _check_depth(body, value)
     parsed = _parse(value, max_events, compact_json)
     if sum(b.count(b"null") for b in parsed.bodies) > body.count(b"null"):  # an infinity became null: see above
         return _parse(_decode(body), max_events, compact_json_reference)
     return parsed
+
+
+def _check_depth(body: bytes, value: Any) -> None:
+    """``MAX_DEPTH`` for the whole post (a cheap scan of the raw bytes); on a refusal, name the event and field."""
+    if not deeper_than(body):
+        return
+    path = too_deep_at(value) or []
+    keep = 3 if isinstance(value, dict) and "data" in value else 2 if isinstance(value, list) else 1
+    where = ""
+    for part in path[:keep]:
+        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else part)
+    raise IntakeError(400, f"{where or 'body'}: {depth_message()}")
 
 
 def _parse(value: Any, max_events: int, compact: Callable[[Any], bytes]) -> ParsedPost:
@@ -116,7 +138,7 @@ def _decode(body: bytes) -> Any:
     except json.JSONDecodeError as exc:
         raise IntakeError(400, f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
-        raise IntakeError(400, "body is not valid JSON: nested too deeply") from None
+        raise IntakeError(400, f"body: {depth_message()}") from None
     except ValueError as exc:  # e.g. an integer beyond Python's digit limit
         raise IntakeError(400, f"body is not valid JSON: {exc}") from None
 

@@ -77,7 +77,7 @@ def test_destination_test_message_is_a_ping() -> None:
         (b'{"id": ', "body is not valid JSON: Expecting value at line 1 column 8"),
         (b"\xff\xfe", "body is not valid UTF-8: invalid byte at offset 0"),
         (b"[NaN]", "body is not valid JSON: NaN is not a JSON value"),
-        (b"[" * 100_000, "body is not valid JSON: nested too deeply"),
+        (b"[" * 100_000, "body: nested deeper than 64 levels"),
         (b"[]", "empty batch"),
         (b'{"data": [], "paging": {"total": 0}}', "empty batch"),
         (b'"hello"', "body must be a ChangeEvent object, a JSON array of ChangeEvents, or "),
