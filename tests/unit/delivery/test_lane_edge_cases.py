@@ -21,55 +21,18 @@ from webhook_operator.api.webhook import WebhookSpec
 from webhook_operator.delivery.dispatcher import encode_event
 from webhook_operator.delivery.queue import PAGE
 from webhook_operator.delivery.retry import RetryPolicy
-from webhook_operator.delivery.sender import Outcome, OutcomeKind, Request
+from webhook_operator.delivery.sender import Outcome, OutcomeKind
 from webhook_operator.delivery.target import WebhookTarget
 from webhook_operator.graph import Graph, NullStatus, build_graph
 from webhook_operator.store.base import AttemptQuery, RoutedEvent, Store
 from webhook_operator.store.memory import MemoryStore
 
+from .fakes import Clock, ScriptedSender
+
 ROOT = Path(__file__).resolve().parents[3]
 KEY, OTHER = "ns/hook", "ns/other"
 POLICY = RetryPolicy((10.0, 20.0, 40.0))
 SLOW, FAST = "http://slow.test/hook", "http://fast.test/hook"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class GatedSender:
-    """Answers from ``script`` (then ``default``); a request to a URL in ``gates`` waits for that gate, and the
-    ``gate_call``-th request (1-based) waits for ``call_gate``. Records every request. Never touches a socket."""
-
-    def __init__(self) -> None:
-        self.requests: list[Request] = []
-        self.script: list[Outcome] = []
-        self.default = Outcome(OutcomeKind.SUCCESS, 200, 1.0)
-        self.gates: dict[str, asyncio.Event] = {}
-        self.gate_call: int | None = None
-        self.call_gate = asyncio.Event()
-        self.on_send: Callable[[int], None] | None = None
-
-    async def send(self, request: Request) -> Outcome:
-        self.requests.append(request)
-        n = len(self.requests)
-        if self.on_send is not None:
-            self.on_send(n)
-        if request.url in self.gates:
-            await self.gates[request.url].wait()
-        if self.gate_call == n:
-            await self.call_gate.wait()
-        return self.script.pop(0) if self.script else self.default
-
-    async def close(self) -> None:
-        return None
-
-    def urls(self) -> list[str]:
-        return [r.url for r in self.requests]
 
 
 def fail(status: int = 500) -> Outcome:
@@ -98,7 +61,7 @@ class Rig:
                  max_concurrency: int = 64, clock: Callable[[], float] | None = None) -> None:  # fmt: skip
         self.clock = clock or Clock()
         self.store = store or MemoryStore(clock=self.clock)
-        self.sender = GatedSender()
+        self.sender = ScriptedSender()
         self.graph: Graph = build_graph(store=self.store, sender=self.sender, status=NullStatus(), clock=self.clock,
                                         retry=retry, max_concurrency=max_concurrency)  # fmt: skip
 

@@ -6,9 +6,8 @@ status says."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,50 +15,17 @@ import pytest
 from webhook_operator.api.events import ChangeEvent
 from webhook_operator.api.webhook import WebhookSpec, WebhookState
 from webhook_operator.delivery.retry import RetryPolicy
-from webhook_operator.delivery.sender import Outcome, OutcomeKind, Request
+from webhook_operator.delivery.sender import Outcome, OutcomeKind
 from webhook_operator.delivery.target import WebhookTarget
 from webhook_operator.graph import Graph, NullStatus, build_graph
 from webhook_operator.store.base import AttemptOutcome, AttemptQuery, RetryState, StoreUnavailable
 from webhook_operator.store.memory import MemoryStore
 
+from .fakes import Clock, ScriptedSender
+
 KEY = "ns/hook"
 POLICY = RetryPolicy((10.0, 20.0))
 SECRET = "s3cret-value-1"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class ScriptedSender:
-    """Answers from a script (then ``default``); records every request. Never touches a socket."""
-
-    def __init__(self) -> None:
-        self.requests: list[Request] = []
-        self.script: list[Outcome] = []
-        self.default = Outcome(OutcomeKind.SUCCESS, 200, 1.0)
-        self.on_first_send: Callable[[], None] | None = None
-
-    async def send(self, request: Request) -> Outcome:
-        self.requests.append(request)
-        if self.on_first_send is not None:
-            self.on_first_send()
-            self.on_first_send = None
-        return self.script.pop(0) if self.script else self.default
-
-    async def close(self) -> None:
-        return None
-
-    def batches(self) -> list[list[str]]:
-        out = []
-        for r in self.requests:
-            body = json.loads(r.body)
-            out.append([e["id"] for e in body["data"]] if "data" in body else [body["id"]])
-        return out
 
 
 def fail(status: int = 500, **kw: Any) -> Outcome:
@@ -202,7 +168,7 @@ async def test_a_completion_that_cannot_be_written_is_written_again_and_order_ho
     with pytest.raises(StoreUnavailable):
         await rig.graph.dispatcher.submit([event(1)])  # nothing acknowledged while the store is down
     rig.store.fail_writes = False
-    rig.sender.on_first_send = lambda: setattr(rig.store, "fail_writes", True)  # the first completion fails
+    rig.sender.on_send = lambda n: setattr(rig.store, "fail_writes", True) if n == 1 else None  # 1st completion fails
     await rig.graph.dispatcher.submit([event(1), event(2)])
     deadline = time.monotonic() + 5
     while len(rig.sender.requests) < 2:

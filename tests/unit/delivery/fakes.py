@@ -1,0 +1,57 @@
+"""Test doubles for the delivery core's unit tests: a hand-driven clock and a sender that never touches a socket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+
+from webhook_operator.delivery.sender import Outcome, OutcomeKind, Request
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ScriptedSender:
+    """Answers from ``script`` (then ``default``); a request to a URL in ``gates`` waits for that gate, and the
+    ``gate_call``-th request (1-based) waits for ``call_gate``; ``on_send`` is called with each request's number.
+    Records every request. Never touches a socket."""
+
+    def __init__(self) -> None:
+        self.requests: list[Request] = []
+        self.script: list[Outcome] = []
+        self.default = Outcome(OutcomeKind.SUCCESS, 200, 1.0)
+        self.gates: dict[str, asyncio.Event] = {}
+        self.gate_call: int | None = None
+        self.call_gate = asyncio.Event()
+        self.on_send: Callable[[int], None] | None = None
+
+    async def send(self, request: Request) -> Outcome:
+        self.requests.append(request)
+        n = len(self.requests)
+        if self.on_send is not None:
+            self.on_send(n)
+        if request.url in self.gates:
+            await self.gates[request.url].wait()
+        if self.gate_call == n:
+            await self.call_gate.wait()
+        return self.script.pop(0) if self.script else self.default
+
+    async def close(self) -> None:
+        return None
+
+    def urls(self) -> list[str]:
+        return [r.url for r in self.requests]
+
+    def batches(self) -> list[list[str]]:
+        """The event ids of each request, in order (Generic payloads, single or list shape)."""
+        out = []
+        for r in self.requests:
+            body = json.loads(r.body)
+            out.append([e["id"] for e in body["data"]] if "data" in body else [body["id"]])
+        return out
