@@ -16,12 +16,16 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY requirements/runtime.txt ./requirements/runtime.txt
 COPY operator ./operator
 
+# Dependencies come only from the hash-pinned lock (`make lock`), never from a fresh resolution, so two builds of the
+# same commit contain the same versions; the project's wheel is then added without resolving anything.
 ARG VERSION=0.1.0
 RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --require-hashes -r requirements/runtime.txt \
     && pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
-    && /opt/venv/bin/pip install --no-cache-dir --find-links /wheels "webhook-operator==${VERSION}" \
+    && /opt/venv/bin/pip install --no-cache-dir --no-deps --find-links /wheels "webhook-operator==${VERSION}" \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib \
     && /opt/venv/bin/pip uninstall --yes pip setuptools \
     && /opt/venv/bin/webhook-operator --version

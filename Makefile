@@ -7,11 +7,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: all install test lint unit integration demo cluster-up cluster-down crds controlplane helm clean
+.PHONY: all install test lint unit integration demo cluster-up cluster-down crds controlplane helm clean lock
 
 all: test
 
-$(STAMP): pyproject.toml hack/bootstrap.sh
+$(STAMP): pyproject.toml requirements/dev.txt requirements/openmetadata-models.txt hack/bootstrap.sh
 	PYTHON=$(PYTHON) bash hack/bootstrap.sh $(VENV)
 	touch $(STAMP)
 
@@ -38,6 +38,14 @@ integration: controlplane
 
 demo: controlplane
 	PYTHONPATH=hack $(PY) hack/demo.py
+
+# Re-resolve the hash-pinned lock files from pyproject.toml (after changing a dependency there). One universal
+# resolution per file (every platform and Python >= 3.11), so the image build and CI install the same versions.
+UV_COMPILE = $(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes --quiet \
+	--custom-compile-command "make lock"
+lock: $(STAMP)
+	$(UV_COMPILE) -o requirements/runtime.txt
+	$(UV_COMPILE) --extra dev -o requirements/dev.txt
 
 crds: $(STAMP)
 	$(VENV)/bin/webhook-operator crd -o crds/webhooks.yaml

@@ -3,8 +3,8 @@
 Issue 13, finding 7: ``jinja2>=3.1`` admitted 3.1.5, whose sandbox escape (CVE-2025-27516) printed an environment
 variable through a tenant's template, and ``aiohttp>=3.12`` admitted releases without the request-smuggling fix
 (CVE-2025-53643). ``SECURITY_FLOORS`` names, per runtime dependency with an advisory, the last vulnerable version
-and why; docs/security.md lists the same. No lock file exists yet, so the floors are what keeps an image build from
-resolving a vulnerable release.
+and why; docs/security.md lists the same. The lock files (``test_lock.py``) pin exact versions for the image and CI;
+the floors still protect anyone who installs the package from PyPI without the lock.
 """
 
 from __future__ import annotations
