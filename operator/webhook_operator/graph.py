@@ -21,10 +21,11 @@ from webhook_operator.api.events import ChangeEvent
 from webhook_operator.api.outcomes import StateObserver, WebhookSnapshot
 from webhook_operator.delivery.annotations import AnnotationRequests
 from webhook_operator.delivery.attempt import AttemptPipeline
-from webhook_operator.delivery.dispatcher import Dispatcher, SubmitResult
+from webhook_operator.delivery.dispatcher import Dispatcher, QueueLimits, SubmitResult
 from webhook_operator.delivery.operations import Operations, OperationsObserver
 from webhook_operator.delivery.retry import RetryPolicy
 from webhook_operator.delivery.sender import Sender
+from webhook_operator.delivery.template_pool import TemplateLimits, TemplatePool
 from webhook_operator.metrics import Metrics
 from webhook_operator.reconcile import Reconciler, SecretReader, StatusSink
 from webhook_operator.status.summary import OperatorConditions
@@ -49,6 +50,8 @@ class NullStatus:
 
     def set_extra(self, key: str, conditions: OperatorConditions) -> None: ...
 
+    def set_history(self, key: str, history: Mapping[str, Any]) -> None: ...
+
     def record_event(self, key: str, type: str, reason: str, message: str) -> None: ...
 
     def forget(self, key: str) -> None: ...
@@ -61,7 +64,7 @@ class NullStatus:
 class NoSecrets:
     """A cluster without Secrets: every reference is reported missing (a configuration error, never a crash)."""
 
-    async def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
+    async def read(self, namespace: str, name: str) -> None:
         return None
 
 
@@ -81,6 +84,9 @@ class _Fanout(NullStatus):
 
     def set_extra(self, key: str, conditions: OperatorConditions) -> None:
         self._status.set_extra(key, conditions)
+
+    def set_history(self, key: str, history: Mapping[str, Any]) -> None:
+        self._status.set_history(key, history)
 
     def record_event(self, key: str, type: str, reason: str, message: str) -> None:
         self._status.record_event(key, type, reason, message)
@@ -117,13 +123,16 @@ class Graph:
     annotations: AnnotationRequests
     reconciler: Reconciler
     submitter: CountingSubmitter
+    templates: TemplatePool
 
     async def open(self) -> None:
         await self.store.open()
 
     async def close(self) -> None:
-        """Stop delivering (recording what was delivered), then release the sender and the store."""
+        """Stop delivering (recording what was delivered), then release the template workers, the sender and the
+        store."""
         await self.dispatcher.stop()
+        await self.templates.close()
         await self.sender.close()
         await self.store.close()
 
@@ -131,15 +140,18 @@ class Graph:
 def build_graph(*, store: Store, sender: Sender, status: StatusPort | None = None, secrets: SecretReader | None = None,
                 clock: Callable[[], float] = time.time, retry: RetryPolicy | None = None, max_concurrency: int = 64,
                 user_agent: str = USER_AGENT, admins: tuple[str, ...] = (), ui_base_url: str | None = None,
-                metrics: Metrics | None = None) -> Graph:  # fmt: skip
+                metrics: Metrics | None = None, queue_limits: QueueLimits | None = None,
+                templates: TemplateLimits | None = None) -> Graph:  # fmt: skip
     metrics = metrics or Metrics()
     status = status or NullStatus()
     observers = _Fanout(status, metrics)
+    pool = TemplatePool(templates)  # lazy: no worker process starts until a Custom template needs one
     pipeline = AttemptPipeline(sender, user_agent=user_agent, max_concurrency=max_concurrency, clock=clock,
-                               on_attempt=metrics.attempt)  # fmt: skip
-    dispatcher = Dispatcher(store, pipeline, retry=retry, observer=observers)
+                               on_attempt=metrics.attempt, templates=pool)  # fmt: skip
+    dispatcher = Dispatcher(store, pipeline, retry=retry, observer=observers, limits=queue_limits, events=observers)
     operations = Operations(dispatcher, store, pipeline, observer=status)
-    reconciler = Reconciler(dispatcher, secrets or NoSecrets(), observers, admins=admins, ui_base_url=ui_base_url)
+    reconciler = Reconciler(dispatcher, secrets or NoSecrets(), observers, admins=admins, ui_base_url=ui_base_url,
+                            templates=pool)  # fmt: skip
     return Graph(store=store, sender=sender, metrics=metrics, pipeline=pipeline, dispatcher=dispatcher,
                  operations=operations, annotations=AnnotationRequests(operations, status), reconciler=reconciler,
-                 submitter=CountingSubmitter(dispatcher, metrics))  # fmt: skip
+                 submitter=CountingSubmitter(dispatcher, metrics), templates=pool)  # fmt: skip

@@ -18,7 +18,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from webhook_operator.api.outcomes import WebhookSnapshot
-from webhook_operator.store.base import AttemptOutcome, AttemptRecord
+from webhook_operator.store.base import AttemptOutcome, AttemptRecord, StoreUsage
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -49,6 +49,13 @@ class Metrics:
                                        ["code"], registry=r)  # fmt: skip
         self.status_patches = Counter("webhook_operator_status_patches", "Status subresource patches by result.",
                                       ["result"], registry=r)  # fmt: skip
+        self.store_bytes = Gauge("webhook_operator_store_bytes", "Live bytes in the event store (pages in use).",
+                                 registry=r)  # fmt: skip
+        self.store_budget = Gauge("webhook_operator_store_budget_bytes", "The store's space budget (--store-max-"
+                                  "bytes); over it the intake answers 507. 0: no budget.", registry=r)  # fmt: skip
+        self.dead_letters = Gauge("webhook_operator_dead_letters", "Dead letters kept per webhook (queue limits, "
+                                  "skips); retention removes them.", ["namespace", "webhook"], registry=r)  # fmt: skip
+        self._dead: dict[str, int] = {}
         self._oldest: dict[str, float | None] = {}
         #: Labelled children kept for the hot path, by webhook key (and outcome); created on first use, as before.
         self._depth: dict[str, Any] = {}
@@ -68,6 +75,7 @@ class Metrics:
             depth = self._depth[key] = self.queue_depth.labels(*self._labels(key))
         depth.set(snapshot.pending)
         self._oldest[key] = snapshot.oldest_pending_at
+        self._dead[key] = snapshot.dead_letters  # set on the gauge at scrape time, like the oldest age
 
     def attempt(self, record: AttemptRecord) -> None:
         key = record.webhook
@@ -89,11 +97,12 @@ class Metrics:
     def forget(self, key: str) -> None:
         ns, name = self._labels(key)
         self._oldest.pop(key, None)
+        self._dead.pop(key, None)
         self._depth.pop(key, None)
         self._retried.pop(key, None)
         for outcome in ("delivered", "failed"):
             self._counted.pop((key, outcome), None)
-        for metric in (self.queue_depth, self.oldest_age, self.retries):
+        for metric in (self.queue_depth, self.oldest_age, self.retries, self.dead_letters):
             with contextlib.suppress(KeyError):
                 metric.remove(ns, name)
         for outcome in ("delivered", "failed"):
@@ -108,9 +117,15 @@ class Metrics:
             if missing > 0:
                 counter.inc(missing)
 
+    def store_usage(self, usage: StoreUsage) -> None:
+        self.store_bytes.set(usage.used_bytes)
+        self.store_budget.set(usage.budget_bytes or 0)
+
     def render(self) -> bytes:
         now = time.time()
         for key, oldest in self._oldest.items():
             ns, name = self._labels(key)
             self.oldest_age.labels(ns, name).set(0.0 if oldest is None else max(0.0, now - oldest))
+        for key, dead in self._dead.items():
+            self.dead_letters.labels(*self._labels(key)).set(dead)
         return generate_latest(self.registry)

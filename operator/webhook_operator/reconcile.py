@@ -7,22 +7,32 @@ problems. Keeping it free of kopf means it is tested with plain calls, and the h
 
 A configuration problem never drops events: the webhook is registered in state ``failed`` with the reason, keeps
 queueing, and delivers the held events once the Secret appears or the spec is fixed.
+
+Secrets opt in (issue 13, finding 2): whoever may write a Webhook in a namespace must not thereby read every Secret
+there through the operator (a confused deputy). A Secret is used only when it carries ``SECRET_OPT_IN_LABEL`` with
+the value ``"true"``, which only someone allowed to write that Secret can set. Any other Secret is a configuration
+error naming the Secret, the key and the label; its values are never put into a target. The rule is checked here,
+on the labels the reader reports, whatever the reader does with the values.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from webhook_operator.api.crd import GROUP
+from webhook_operator.api.history import spec_history
 from webhook_operator.api.webhook import SignatureScheme, WebhookSpec
 from webhook_operator.delivery.dispatcher import Dispatcher
 from webhook_operator.delivery.signing import standard_webhooks_key
 from webhook_operator.delivery.target import WebhookTarget
+from webhook_operator.delivery.template_pool import TemplatePool
 from webhook_operator.formats.base import FormatError
 from webhook_operator.formats.custom import compile_template
 from webhook_operator.status.summary import OperatorConditions
@@ -31,15 +41,41 @@ log = logging.getLogger(__name__)
 
 _SECRETISH_HEADERS = ("authorization", "x-api-key", "api-key", "x-auth-token", "proxy-authorization")
 
+#: The label a Secret must carry, with the value ``"true"``, before any Webhook may use it. The operator's Secret
+#: watch selects on it too, so unlabelled Secrets are never watched or cached.
+SECRET_OPT_IN_LABEL = f"{GROUP}/webhook-secret"
+SECRET_OPT_IN_VALUE = "true"  # noqa: S105 - a label value, not a credential
+SECRET_OPT_IN_SELECTOR = f"{SECRET_OPT_IN_LABEL}={SECRET_OPT_IN_VALUE}"
+
+
+def opted_in(labels: Mapping[str, str] | None) -> bool:
+    """Whether a Secret with these labels may be used by Webhooks: exactly ``"true"``, nothing looser."""
+    return (labels or {}).get(SECRET_OPT_IN_LABEL) == SECRET_OPT_IN_VALUE
+
 
 class SecretUnavailable(RuntimeError):
     """A Secret could not be read for a reason other than its absence (API server down, forbidden): worth
     retrying soon. The handler layer turns it into its framework's retry (kopf's TemporaryError)."""
 
 
+class SecretAccessDenied(RuntimeError):
+    """The operator is deliberately not allowed to read this Secret (installed without Secret access there): a
+    configuration error shown in status, not a retry loop."""
+
+
+@dataclass(frozen=True)
+class SecretData:
+    """A Secret as the reconciler needs it. Readers should leave ``values`` empty for a Secret that is not opted
+    in (nothing to keep in memory); the reconciler ignores them either way."""
+
+    labels: Mapping[str, str]
+    values: Mapping[str, str]
+
+
 class SecretReader(Protocol):
-    async def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
-        """Decoded values of a Secret, or None when it does not exist. Raises ``SecretUnavailable``."""
+    async def read(self, namespace: str, name: str) -> SecretData | None:
+        """A Secret's labels and decoded values, or None when it does not exist. Raises ``SecretUnavailable``
+        (retry) or ``SecretAccessDenied`` (configuration error)."""
         ...
 
 
@@ -50,6 +86,8 @@ class StatusSink(Protocol):
                        current_status: Mapping[str, Any] | None = None) -> None: ...  # fmt: skip
 
     def set_extra(self, key: str, conditions: OperatorConditions) -> None: ...
+
+    def set_history(self, key: str, history: Mapping[str, Any]) -> None: ...
 
     def record_event(self, key: str, type: str, reason: str, message: str) -> None: ...
 
@@ -64,6 +102,11 @@ class Resource:
     generation: int
     spec: Mapping[str, Any]
     status: Mapping[str, Any] | None = None
+    #: The last spec the operator handled (kopf's diff base), when the caller knows it: the base of
+    #: ``status.changeDescription``. None on create, resume and the start-up listing.
+    previous_spec: Mapping[str, Any] | None = None
+    #: ``metadata.managedFields``: who (which field manager) last wrote the spec, for ``status.updatedBy``.
+    managed_fields: Sequence[Mapping[str, Any]] = ()
 
     @property
     def key(self) -> str:
@@ -81,8 +124,10 @@ class Resolved:
 
 class Reconciler:
     def __init__(self, dispatcher: Dispatcher, secrets: SecretReader, status: StatusSink, *,
-                 admins: tuple[str, ...] = (), ui_base_url: str | None = None) -> None:  # fmt: skip
+                 admins: tuple[str, ...] = (), ui_base_url: str | None = None,
+                 templates: TemplatePool | None = None) -> None:  # fmt: skip
         self._dispatcher = dispatcher
+        self._templates = templates  # compiles Custom templates in a worker: a 64 KiB template can take seconds
         self._secrets = secrets
         self._status = status
         self._admins = admins
@@ -116,6 +161,12 @@ class Reconciler:
         key = resource.key
         self._resources[key] = resource
         self._status.set_generation(key, resource.generation, uid=resource.uid, current_status=resource.status)
+        history = spec_history(
+            previous_spec=resource.previous_spec, spec=resource.spec, previous_status=resource.status, now=time.time(),
+            meta={"generation": resource.generation, "managedFields": list(resource.managed_fields)},
+        )  # fmt: skip
+        if history is not None:
+            self._status.set_history(key, history)
         try:
             spec = WebhookSpec.model_validate(dict(resource.spec))
         except ValidationError as exc:
@@ -130,7 +181,10 @@ class Reconciler:
         errors = list(resolved.errors)
         if spec.webhook_config.payload_template is not None:
             try:
-                compile_template(spec.webhook_config.payload_template)
+                if self._templates is not None:
+                    await self._templates.check(spec.webhook_config.payload_template, tenant=resource.namespace)
+                else:
+                    compile_template(spec.webhook_config.payload_template)
             except FormatError as exc:
                 errors.append(str(exc))
         warnings = self._inline_secret_warnings(spec)
@@ -180,14 +234,21 @@ class Reconciler:
         out.refs.add((namespace, name))
         # Known as referenced before the read, so a Secret created while we read is not ignored by the watch.
         self._refs.setdefault(webhook, set()).add((namespace, name))
-        data = await self._secrets.read(namespace, name)
-        if data is None:
-            out.errors.append(f"{what}: Secret {namespace}/{name} not found")
+        opt_in = f'{SECRET_OPT_IN_LABEL}: "{SECRET_OPT_IN_VALUE}"'
+        try:
+            data = await self._secrets.read(namespace, name)
+        except SecretAccessDenied as exc:
+            out.errors.append(f"{what}: Secret {namespace}/{name} (key {key!r}) cannot be used: {exc}")
             return None
-        if key not in data:
+        if data is None or not opted_in(data.labels):
+            # One message for both: a tenant who cannot read Secrets must not learn which names exist (issue 13 review).
+            out.errors.append(f"{what}: Secret {namespace}/{name} (key {key!r}) not found or not labelled {opt_in}; "
+                              "a Secret used by Webhooks must exist and carry that label")  # fmt: skip
+            return None
+        if key not in data.values:
             out.errors.append(f"{what}: Secret {namespace}/{name} has no key {key!r}")
             return None
-        return data[key]
+        return data.values[key]
 
     async def _resolve(self, namespace: str, spec: WebhookSpec, webhook: str) -> Resolved:
         cfg = spec.webhook_config

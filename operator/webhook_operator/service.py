@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -17,22 +18,56 @@ from typing import Any
 from aiohttp import web
 from kubernetes import client as k8s
 
-from webhook_operator.config import OperatorConfig
+from webhook_operator.config import ConfigError, OperatorConfig
 from webhook_operator.delivery.sender import AiohttpSender
 from webhook_operator.delivery.ssrf import AddressPolicy
 from webhook_operator.graph import build_graph
-from webhook_operator.intake.app import add_routes, build_app
-from webhook_operator.intake.auth import Authenticator, BearerAuth, FileTokens, TokenSource, load_hmac_secret
+from webhook_operator.intake.app import ServerTLS, add_routes, build_app, error_response
+from webhook_operator.intake.auth import (
+    Authenticator,
+    BearerAuth,
+    Closeable,
+    FileTokens,
+    TokenSource,
+    load_hmac_secret,
+)
+from webhook_operator.intake.errors import IntakeError
 from webhook_operator.intake.operations import operation_routes
 from webhook_operator.metrics import CONTENT_TYPE
 from webhook_operator.reconcile import Resource, SecretReader
 from webhook_operator.status.events import EventRecorder
 from webhook_operator.status.writer import StatusWriter
+from webhook_operator.store.base import Store
+from webhook_operator.store.postgres import PostgresStore
 from webhook_operator.store.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY = 3600.0
+TLS_RELOAD_EVERY = 30.0  # how often the TLS files are checked for a rotation (a Secret volume lags ~1 min anyway)
+
+#: How often the queue limits' sweep moves events past their webhook's maxQueuedAge to the dead letters.
+SWEEP_EVERY = 60.0
+
+
+def build_store(config: OperatorConfig) -> Store:
+    """The configured backend, unopened. The PostgreSQL DSN is read from its Secret file here, at start-up, and
+    only the file's name ever appears in a message, never its content."""
+    if config.store != "postgres":
+        return SqliteStore(config.store_path, synchronous=config.store_sync, budget=config.store_max_bytes)
+    dsn = config.postgres_dsn
+    if config.postgres_dsn_file is not None:
+        try:
+            dsn = config.postgres_dsn_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"--postgres-dsn-file {config.postgres_dsn_file}: cannot read it ({exc.strerror})"
+            ) from None  # the OSError names only the file, but nothing from reading a secret should be chained
+        if not dsn:
+            raise ConfigError(f"--postgres-dsn-file {config.postgres_dsn_file} is empty")
+    assert dsn is not None  # config checked that one of the two is set
+    # The budget's share of a volume means nothing for a remote database: only a fixed --store-max-bytes applies.
+    return PostgresStore(dsn, budget=config.store_max_bytes)
 
 
 class OperatorService:
@@ -42,6 +77,14 @@ class OperatorService:
     def __init__(self, config: OperatorConfig, *, api: k8s.ApiClient, secrets: SecretReader,
                  tokens: TokenSource | None = None, api_auth: Authenticator | None = None) -> None:  # fmt: skip
         self.config = config
+        # TLS for the intake + operations listener (users' Kubernetes tokens travel there); the health listener
+        # stays plain HTTP for the kubelet's probes, and /metrics can require a token (docs/operations.md).
+        self.tls: ServerTLS | None = None
+        if config.tls_cert_file is not None and config.tls_key_file is not None:
+            self.tls = ServerTLS(config.tls_cert_file, config.tls_key_file)
+        metrics_tokens = FileTokens(config.metrics_token_file) if config.metrics_token_file else None
+        self._metrics_auth = BearerAuth(metrics_tokens) if metrics_tokens is not None else None
+        self._api_auth = api_auth
         policy = AddressPolicy.from_config(
             allow=config.ssrf_allow_cidr,
             deny=config.ssrf_deny_cidr,
@@ -51,9 +94,10 @@ class OperatorService:
         self.events = EventRecorder(api)
         self.writer = StatusWriter(api, interval=config.status_interval, events=self.events)
         self.graph = build_graph(
-            store=SqliteStore(config.store_path, synchronous=config.store_sync), sender=AiohttpSender(policy),
-            status=self.writer, secrets=secrets, retry=config.retry, max_concurrency=config.max_concurrency,
-            admins=config.admins, ui_base_url=config.ui_base_url,
+            store=build_store(config),
+            sender=AiohttpSender(policy), status=self.writer, secrets=secrets, retry=config.retry,
+            max_concurrency=config.max_concurrency, admins=config.admins, ui_base_url=config.ui_base_url,
+            queue_limits=config.queue_limits, templates=config.template_limits,
         )  # fmt: skip
         self.metrics, self.store, self.dispatcher = self.graph.metrics, self.graph.store, self.graph.dispatcher
         self.operations, self.annotations = self.graph.operations, self.graph.annotations
@@ -89,9 +133,11 @@ class OperatorService:
     async def start(self) -> None:
         await self.graph.open()
         await self.writer.start()
-        await self._serve(self.intake_app, self.config.intake_address)
+        await self._serve(self.intake_app, self.config.intake_address, self.tls.context if self.tls else None)
         await self._serve(self._health_app(), self.config.health_address)
         self._tasks.append(asyncio.create_task(self._prune_forever(), name="store-prune"))
+        if self.tls is not None:
+            self._tasks.append(asyncio.create_task(self._reload_tls_forever(self.tls), name="tls-reload"))
 
     async def initial_sync(self, resources: Sequence[Resource]) -> None:
         """Register every existing Webhook, drop queues of Webhooks deleted while we were down, then open the
@@ -117,6 +163,8 @@ class OperatorService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for runner in reversed(self._runners):
             await runner.cleanup()
+        if isinstance(self._api_auth, Closeable):  # its review threads, after the last request is answered
+            self._api_auth.close()
         await self.graph.dispatcher.stop()  # before the writer stops: the last snapshots still reach status
         await self.writer.stop()
         self.events.close()
@@ -133,10 +181,10 @@ class OperatorService:
                 self.metrics.intake_events.labels("rejected").inc()
         return response
 
-    async def _serve(self, app: web.Application, address: tuple[str, int]) -> None:
+    async def _serve(self, app: web.Application, address: tuple[str, int], tls: ssl.SSLContext | None = None) -> None:
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await runner.setup()
-        await web.TCPSite(runner, address[0], address[1]).start()
+        await web.TCPSite(runner, address[0], address[1], ssl_context=tls).start()
         self._runners.append(runner)
 
     def bound_port(self, index: int) -> int:
@@ -154,8 +202,15 @@ class OperatorService:
             return web.json_response({"status": "ready", "webhooks": len(self.dispatcher.keys())})
 
         async def metrics(request: web.Request) -> web.Response:
+            if self._metrics_auth is not None:  # series carry namespace and Webhook names
+                try:
+                    await self._metrics_auth.authenticate(request)
+                except IntakeError as exc:
+                    return error_response(exc)
             stats = self.writer.stats
             self.metrics.sync_status_patches(stats.patches_total, stats.patch_failures_total)
+            with contextlib.suppress(Exception):  # a store that cannot answer must not take /metrics down
+                self.metrics.store_usage(await self.store.usage())
             return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
         app = web.Application()
@@ -164,9 +219,24 @@ class OperatorService:
         app.router.add_get("/metrics", metrics)
         return app
 
-    async def _prune_forever(self) -> None:
+    async def _reload_tls_forever(self, tls: ServerTLS) -> None:
         while True:
-            await asyncio.sleep(PRUNE_EVERY)
-            with contextlib.suppress(Exception):
-                removed = await self.store.prune(time.time() - self.config.retention)
-                log.info("retention: pruned %d delivered events", removed)
+            await asyncio.sleep(TLS_RELOAD_EVERY)
+            tls.reload_if_changed()
+
+    async def _prune_forever(self) -> None:
+        """Retention every hour; the queue limits' sweep (events past maxQueuedAge → dead letters) every minute,
+        and after each retention pass the dead-letter counts status shows are read back."""
+        last_prune = time.monotonic()
+        while True:
+            await asyncio.sleep(SWEEP_EVERY)
+            pruned = time.monotonic() - last_prune >= PRUNE_EVERY
+            if pruned:
+                last_prune = time.monotonic()
+                with contextlib.suppress(Exception):
+                    removed = await self.store.prune(time.time() - self.config.retention)
+                    log.info("retention: pruned %d events (delivered, or dead letters past retention)", removed)
+            try:
+                await self.dispatcher.sweep(refresh_dead_letters=pruned)
+            except Exception:  # the next sweep tries again
+                log.exception("queue limits sweep failed")

@@ -20,7 +20,7 @@ import pytest
 from support.cluster import Cluster, wait_for
 from support.events import numbered
 from support.operator import TOKEN, OperatorProcess, receiver, wait_status, webhook_status
-from support.webhooks import manifest, single_spec
+from support.webhooks import manifest, single_spec, webhook_secret
 
 PLUGIN = Path(sys.executable).parent / "kubectl-webhook"
 GROUP = "events.open-metadata.org"
@@ -117,7 +117,7 @@ def admin_token(cluster: Cluster, namespace: str) -> str:
 def test_test_annotation_against_healthy_and_failing_receivers(
     cluster: Cluster, namespace: str, operator: OperatorProcess, admin_token: str
 ) -> None:
-    cluster.kubectl("create", "secret", "generic", "hmac", "-n", namespace, "--from-literal=key=test-hmac-key")
+    cluster.apply(webhook_secret("hmac", namespace, key="test-hmac-key"))
     with receiver(status_by_path={"/failing": 503}) as recv:
         cluster.apply(manifest("healthy", single_spec(recv.url("healthy"), secretKeyRef={"name": "hmac", "key": "key"}),
                                namespace))  # fmt: skip
@@ -192,8 +192,7 @@ def test_delivery_log_after_a_mixed_run(
     cluster: Cluster, namespace: str, operator: OperatorProcess, admin_token: str
 ) -> None:
     secret_header = "Bearer very-secret-receiver-token"
-    cluster.kubectl("create", "secret", "generic", "creds", "-n", namespace, "--from-literal=hmac=mixed-hmac-secret",
-                    f"--from-literal=auth={secret_header}")  # fmt: skip
+    cluster.apply(webhook_secret("creds", namespace, hmac="mixed-hmac-secret", auth=secret_header))
     # Requests 2 and 3 fail (the second event is retried twice), everything else succeeds; every answer echoes
     # the request headers, credentials included.
     with receiver(echo=True, responder=lambda n: (503 if n in (2, 3) else 200, {})) as recv:
@@ -247,11 +246,7 @@ def test_resume_skip_and_redeliver_end_to_end(
 ) -> None:
     with receiver(status_by_path={"/down": 503}) as recv:
         cluster.apply(manifest("ops", single_spec(recv.url("down")), namespace))
-        other = single_spec(recv.url("other"))
-        other["eventFilters"] = [{"eventType": "entityCreated", "entities": ["dashboard"]}]  # gets redeliveries only
-        cluster.apply(manifest("other", other, namespace))
-        for name in ("ops", "other"):
-            wait_status(cluster, namespace, name, lambda s: s.get("status") == "active")
+        wait_status(cluster, namespace, "ops", lambda s: s.get("status") == "active")
         t0 = time.time() - 1
         sent = [numbered(100 + i, "9000") for i in range(3)]
         ids = [e["id"] for e in sent]
@@ -287,15 +282,27 @@ def test_resume_skip_and_redeliver_end_to_end(
         wait_for(lambda: len(recv.events("down")) == 4, 30, "the redelivered events")
         assert [e["eventId"] for e in recv.events("down")] == ids[1:] + ids[1:]
 
-        # Redeliver a time range to another Webhook (annotation): what ops delivered or skipped, in order.
+        # Redeliver a time range to another Webhook (HTTP): what ops delivered or skipped, in order. The target's
+        # filters are applied again (its own, like ops's, admit these events); created only now, it got none live.
+        cluster.apply(manifest("other", single_spec(recv.url("other")), namespace))
+        wait_status(cluster, namespace, "other", lambda s: s.get("status") == "active")
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0))
-        annotate(cluster, namespace, "ops", "redeliver", f"since={since},to=other")
+        code, body = api(operator, "POST", _path(namespace, "ops", "redeliver"), token=admin_token,
+                         body={"since": since, "to": "other"})  # fmt: skip
+        assert code == 202 and body["queued"] == ids and body["filtered"] == [], body
         wait_for(lambda: len(recv.events("other")) == 3, 30, "the range redelivered to the other webhook")
         assert [e["eventId"] for e in recv.events("other")] == ids
+        admin = f"system:serviceaccount:{namespace}:ops-admin"
         queued = wait_event(cluster, namespace, "other", "RedeliveryQueued")
-        assert "kubectl-annotate (annotation)" in queued["message"] and f"{namespace}/other" in queued["message"]
+        assert admin in queued["message"] and f"{namespace}/other" in queued["message"]
         notes = [e["note"] for e in deliveries(operator, namespace, "other", admin_token, "status=redeliveryQueued")]
-        assert notes == [f"redelivery of 3 event(s) requested by kubectl-annotate (annotation) from {namespace}/ops"]
+        assert notes == [f"redelivery of 3 event(s) requested by {admin} from {namespace}/ops"]
+
+        # The annotation redelivers a range to the Webhook itself (naming another one is refused: see
+        # test_redeliver_is_scoped_to_what_was_routed_to_the_source_webhook).
+        annotate(cluster, namespace, "ops", "redeliver", f"since={since}")
+        wait_for(lambda: len(recv.events("down")) == 7, 30, "the range redelivered by annotation")
+        assert [e["eventId"] for e in recv.events("down")][4:] == ids
 
         # And with the CLI, by id, to the other Webhook.
         cli = plugin(cluster, operator, "redeliver", "ops", "-n", namespace, "--ids", ids[0], "--to", "other",
@@ -304,11 +311,23 @@ def test_resume_skip_and_redeliver_end_to_end(
         wait_for(lambda: len(recv.events("other")) == 4, 30, "the CLI redelivery")
         assert recv.events("other")[-1]["eventId"] == ids[0]
         by_cli = deliveries(operator, namespace, "ops", admin_token, "status=redeliveryQueued")[-1]
-        assert by_cli["note"].endswith(f"requested by system:serviceaccount:{namespace}:ops-admin")
+        assert by_cli["note"].endswith(f"requested by {admin}")
         # A bad annotation value is refused with a Warning Event, never silently.
         annotate(cluster, namespace, "ops", "redeliver", "since=yesterday")
-        rejected = wait_event(cluster, namespace, "ops", "OperationRejected")
-        assert "invalid value" in rejected["message"]
+        wait_rejected(cluster, namespace, "ops", "invalid value")
+
+
+def wait_rejected(cluster: Cluster, namespace: str, name: str, text: str) -> dict[str, Any]:
+    """The OperationRejected Event of ``name`` whose message holds ``text`` (there may be several)."""
+    found: list[dict[str, Any]] = []
+
+    def check() -> bool:
+        found[:] = [e for e in events_of(cluster, namespace, name)
+                    if e["reason"] == "OperationRejected" and text in e["message"]]  # fmt: skip
+        return bool(found)
+
+    wait_for(check, 30, f"an OperationRejected Event on {name} saying {text!r}", interval=0.3)
+    return found[-1]
 
 
 def test_unauthorised_callers_are_refused(cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
@@ -355,6 +374,76 @@ def test_tokens_mode_uses_the_intake_tokens(cluster: Cluster, namespace: str, cr
             assert api(process, "POST", path, token="wrong")[0] == 401
             code, body = api(process, "POST", path, token=TOKEN)
             assert code == 200 and body["success"] and body["requestedBy"].startswith("token:"), body
+    finally:
+        assert process.stop() == 0
+        assert "Traceback" not in process.tail(200)
+
+
+def test_redeliver_is_scoped_to_what_was_routed_to_the_source_webhook(
+    cluster: Cluster, namespace: str, module_namespace: str, crd: None, tmp_path: Path
+) -> None:
+    """Issue 13, finding 3 and the annotation part of 11: team-b cannot redeliver (or learn of) an event that was
+    routed only to team-a; ``to`` re-applies the target's filters; an annotation cannot name ``to``."""
+    team_a, team_b = namespace, module_namespace
+    process = OperatorProcess(cluster, tmp_path, [team_a, team_b]).start()
+    try:
+        with receiver() as recv:
+            cluster.apply(manifest("hook", single_spec(recv.url("a-hook")), team_a))
+            dash = single_spec(recv.url("a-dash"))
+            dash["eventFilters"] = [{"eventType": "entityCreated", "entities": ["dashboard"]}]
+            cluster.apply(manifest("dash", dash, team_a))
+            for name in ("hook", "dash"):
+                wait_status(cluster, team_a, name, lambda s: s.get("status") == "active")
+            first, second = numbered(1, "9300"), numbered(2, "9300")
+            assert process.post([first])[0] == 202  # routed to team-a/hook only: team-b/mine does not exist yet
+            wait_for(lambda: len(recv.events("a-hook")) == 1, 30, "team-a's event")
+            cluster.apply(manifest("mine", single_spec(recv.url("b-mine")), team_b))
+            cluster.apply(manifest("copy", single_spec(recv.url("a-copy")), team_a))
+            for ns, name in ((team_b, "mine"), (team_a, "copy")):
+                wait_status(cluster, ns, name, lambda s: s.get("status") == "active")
+            assert process.post([second])[0] == 202  # routed to all three table Webhooks
+            wait_for(lambda: len(recv.events("b-mine")) == 1 and len(recv.events("a-copy")) == 1, 30, "event two")
+            tenant_b = sa_token(cluster, team_b, "tenant-b", ["get", "patch"])
+            tenant_a = sa_token(cluster, team_a, "tenant-a", ["get", "patch"])
+            redeliver_b = _path(team_b, "mine", "redeliver")
+
+            # By id: team-a's event id gets exactly the answer of an id that never existed, and nothing is sent.
+            foreign = api(process, "POST", redeliver_b, token=tenant_b, body={"eventIds": [first["id"]]})
+            nonexistent = api(process, "POST", redeliver_b, token=tenant_b,
+                              body={"eventIds": ["00000000-0000-4000-9300-999999999999"]})  # fmt: skip
+            assert foreign[0] == nonexistent[0] == 409 and foreign[1] == nonexistent[1], (foreign, nonexistent)
+            assert first["id"] not in json.dumps(foreign[1])
+            code, body = api(process, "POST", redeliver_b, token=tenant_b,
+                             body={"eventIds": [first["id"], second["id"], "no-such-event"]})  # fmt: skip
+            assert code == 202 and body["queued"] == [second["id"]], body
+            assert body["missing"] == [first["id"], "no-such-event"], body  # the same list for both: no oracle
+            # A lane sends in order: once its own redelivered event arrived, nothing else was queued before it.
+            wait_for(lambda: len(recv.events("b-mine")) == 2, 30, "team-b's own redelivered event")
+            assert [e["eventId"] for e in recv.events("b-mine")] == [second["id"], second["id"]]
+            # By time range: only what team-b/mine itself delivered.
+            code, body = api(process, "POST", redeliver_b, token=tenant_b, body={"since": "1h"})
+            assert code == 202 and body["queued"] == [second["id"]], body
+            wait_for(lambda: len(recv.events("b-mine")) == 3, 30, "team-b's range redelivery")
+            assert first["id"] not in [e["eventId"] for e in recv.events("b-mine")]
+
+            # ``to`` re-applies the target's filters: a table event is not sent to a dashboard-only Webhook.
+            redeliver_a = _path(team_a, "hook", "redeliver")
+            code, body = api(
+                process, "POST", redeliver_a, token=tenant_a, body={"eventIds": [first["id"]], "to": "dash"}
+            )
+            assert code == 409 and "filters" in body["error"], body
+            assert not deliveries(process, team_a, "dash", tenant_a, "status=redeliveryQueued")
+            # An annotation cannot name ``to`` (it carries no user to check ``patch`` on the target for) ...
+            annotate(cluster, team_a, "hook", "redeliver", f"ids={first['id']},to=copy")
+            wait_rejected(cluster, team_a, "hook", "kubectl webhook redeliver hook --to copy")
+            # ... the HTTP API can, and checks ``patch`` on the target; then the target's lane sends only this.
+            code, body = api(
+                process, "POST", redeliver_a, token=tenant_a, body={"eventIds": [first["id"]], "to": "copy"}
+            )
+            assert code == 202 and body["queued"] == [first["id"]] and body["target"] == f"{team_a}/copy", body
+            wait_for(lambda: len(recv.events("a-copy")) == 2, 30, "the redelivery to team-a/copy")
+            assert [e["eventId"] for e in recv.events("a-copy")] == [second["id"], first["id"]]
+            assert not recv.events("a-dash")
     finally:
         assert process.stop() == 0
         assert "Traceback" not in process.tail(200)

@@ -13,7 +13,7 @@ import pytest
 from support.cluster import Cluster, wait_for
 from support.events import event_files, numbered, raw
 from support.operator import OperatorProcess, receiver, wait_status, webhook_status
-from support.webhooks import EXAMPLES, load_documents, manifest, single_spec
+from support.webhooks import EXAMPLES, load_documents, manifest, single_spec, webhook_secret
 
 # What each seed example must receive out of the 40 sample events (see docs/filters.md).
 EXPECTED = {
@@ -118,9 +118,10 @@ def test_missing_secret_then_created_then_rotated(cluster: Cluster, namespace: s
         cluster.apply(manifest("signed", spec, namespace))
         missing = wait_status(cluster, namespace, "signed", lambda s: s.get("status") == "failed")
         ready = next(c for c in missing["conditions"] if c["type"] == "Ready")
-        assert ready["status"] == "False" and f"Secret {namespace}/hmac not found" in ready["message"]
+        assert ready["status"] == "False"
+        assert f"Secret {namespace}/hmac (key 'key') not found or not labelled" in ready["message"]
         assert operator.post([numbered(1)])[0] == 202  # queued, not lost, while the Secret is missing
-        cluster.kubectl("create", "secret", "generic", "hmac", "-n", namespace, "--from-literal=key=first-key")
+        cluster.apply(webhook_secret("hmac", namespace, key="first-key"))
         cluster.kubectl("wait", "--for=condition=Ready", "webhook/signed", "-n", namespace, "--timeout=30s")
         wait_for(lambda: len(recv.by_path("signed")) == 1, 30, "the held event")
         first = recv.by_path("signed")[0]

@@ -123,11 +123,12 @@ WATCH_GRANTS = _triples(
     {
         ("events.open-metadata.org", "webhooks"): ("get", "list", "watch", "patch"),
         ("events.open-metadata.org", "webhooks/status"): ("get", "patch"),
-        ("", "secrets"): ("get", "list", "watch"),
         ("", "events"): ("create", "patch"),
         ("events.k8s.io", "events"): ("create", "patch"),
     }
 )
+# Secrets: per watched namespace, or cluster-wide only when asked for (rbac.clusterWideSecrets; issue 13).
+SECRET_GRANTS = _triples({("", "secrets"): ("get", "list", "watch")})
 AUTH_GRANTS = _triples(
     {
         ("authentication.k8s.io", "tokenreviews"): ("create",),
@@ -159,6 +160,7 @@ def test_helm_lint_is_clean(helm: Helm, values: Path | None) -> None:
         ("watchNamespaces[0]=Not_A_Namespace", "does not match pattern"),
         ("config.ssrf.denyCidrs[0]=everything", "does not match pattern"),
         ("config.ssrf.allowPrivate=maybe", "want boolean"),
+        ("rbac.clusterWideSecrets=maybe", "want boolean"),
     ],
 )
 def test_values_schema_rejects_bad_values(helm: Helm, flag: str, complaint: str) -> None:
@@ -186,7 +188,7 @@ def test_no_rbac_wildcards(values: str, request: pytest.FixtureRequest) -> None:
 
 def test_all_namespaces_rbac_is_exactly_what_the_operator_uses(default_docs: list[Doc]) -> None:
     assert not _kind(default_docs, "Role") and not _kind(default_docs, "RoleBinding")
-    assert _grants(default_docs, "ClusterRole") == WATCH_GRANTS | AUTH_GRANTS
+    assert _grants(default_docs, "ClusterRole") == WATCH_GRANTS | AUTH_GRANTS, "no Secrets unless asked for"
     binding = _one(default_docs, "ClusterRoleBinding")
     role = _one(default_docs, "ClusterRole")
     assert binding["roleRef"] == {
@@ -198,12 +200,27 @@ def test_all_namespaces_rbac_is_exactly_what_the_operator_uses(default_docs: lis
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "wo-system"}]
 
 
+def test_cluster_wide_secrets_only_when_asked_for(default_docs: list[Doc], helm: Helm) -> None:
+    """Issue 13: the default install grants no Secret access and tells the operator so; rbac.clusterWideSecrets
+    grants get/list/watch on Secrets in every namespace (RBAC cannot limit it to labelled ones)."""
+    assert _parse_args(_container(default_docs)).read_secrets is False
+    for _doc, rule in _rules(default_docs):
+        assert "secrets" not in rule["resources"]
+    opted = helm.template("--set", "rbac.clusterWideSecrets=true")
+    assert _grants(opted, "ClusterRole") == WATCH_GRANTS | SECRET_GRANTS | AUTH_GRANTS
+    assert _parse_args(_container(opted)).read_secrets is True
+    # With watchNamespaces the value changes nothing: Secrets per namespace, never cluster-wide.
+    namespaced = helm.template("-f", str(FULL_VALUES), "--set", "rbac.clusterWideSecrets=true")
+    assert _grants(namespaced, "ClusterRole") == AUTH_GRANTS
+    assert _parse_args(_container(namespaced)).read_secrets is True
+
+
 def test_watch_namespaces_use_roles_and_no_cluster_wide_secrets(full_docs: list[Doc]) -> None:
     watched = yaml.safe_load(FULL_VALUES.read_text())["watchNamespaces"]
     roles = _kind(full_docs, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(watched)
     for role in roles:
-        assert _grants([role], "Role") == WATCH_GRANTS
+        assert _grants([role], "Role") == WATCH_GRANTS | SECRET_GRANTS
     bindings = _kind(full_docs, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(watched)
     # Cluster scope: only the reviews of the operations API; no Secrets, no Webhooks, no Events.
@@ -592,7 +609,7 @@ def test_helm_install_namespaced_with_every_option(
     }
     for watched in watched_namespaces:
         role = cluster.get_json("role", f"{release}-webhook-operator", "-n", watched)
-        assert _grants([role], "Role") == WATCH_GRANTS
+        assert _grants([role], "Role") == WATCH_GRANTS | SECRET_GRANTS  # Secrets per watched namespace (issue 13)
     wait_for(lambda: len(_pods(cluster, namespace, release)) == 1, 60, "the operator pod to be created")
 
     helm.run("uninstall", release, "-n", namespace, cluster=cluster)
@@ -653,11 +670,13 @@ def test_kustomize_renders_and_the_server_accepts_every_object(
     ]
     if directory == KUSTOMIZE_BASE:
         assert kinds == sorted([*common, "ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding"])
-        assert _grants(docs, "ClusterRole") == WATCH_GRANTS | AUTH_GRANTS
+        assert _grants(docs, "ClusterRole") == WATCH_GRANTS | AUTH_GRANTS, "no cluster-wide Secrets in the base"
+        assert _parse_args(_container(docs)).read_secrets is False
     else:
         assert kinds == sorted([*common, "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"])
         assert _grants(docs, "ClusterRole") == AUTH_GRANTS, "no cluster-wide Secrets/Webhooks in the overlay"
-        assert _grants(docs, "Role") == WATCH_GRANTS
+        assert _grants(docs, "Role") == WATCH_GRANTS | SECRET_GRANTS
+        assert _parse_args(_container(docs)).read_secrets is True
         role = _one(docs, "Role")
         assert role["metadata"]["namespace"] == "openmetadata"
         assert "--namespaces=openmetadata" in _container(docs)["args"]

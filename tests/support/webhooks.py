@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 CRD_FILE = ROOT / "crds" / "webhooks.yaml"
 API_VERSION = "events.open-metadata.org/v1alpha1"
+# The opt-in label a Secret needs before a Webhook may use it (spelled out, not imported: a rename must fail tests).
+SECRET_LABEL = "events.open-metadata.org/webhook-secret"
 
 
 def load_documents(path: Path) -> list[dict[str, Any]]:
@@ -49,6 +51,14 @@ def manifest(name: str, spec: dict[str, Any], namespace: str | None = None) -> d
     if namespace:
         metadata["namespace"] = namespace
     return {"apiVersion": API_VERSION, "kind": "Webhook", "metadata": metadata, "spec": spec}
+
+
+def webhook_secret(name: str, namespace: str | None = None, **string_data: str) -> dict[str, Any]:
+    """A Secret that Webhooks may use: it carries the opt-in label."""
+    metadata: dict[str, Any] = {"name": name, "labels": {SECRET_LABEL: "true"}}
+    if namespace:
+        metadata["namespace"] = namespace
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque", "stringData": string_data}
 
 
 @dataclass(frozen=True)

@@ -85,10 +85,6 @@ Every verb is one the operator issues; see docs/install.md "RBAC".
 - apiGroups: ["events.open-metadata.org"]
   resources: ["webhooks/status"]
   verbs: ["get", "patch"]
-# HMAC keys and custom headers referenced by webhookConfig.secretKeyRef, watched so rotations apply at once.
-- apiGroups: [""]
-  resources: ["secrets"]
-  verbs: ["get", "list", "watch"]
 # Events about Webhooks (kopf posts core/v1 Events; the operator's own go to events.k8s.io/v1 and patch a series).
 - apiGroups: [""]
   resources: ["events"]
@@ -96,6 +92,17 @@ Every verb is one the operator issues; see docs/install.md "RBAC".
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- end }}
+
+{{/* Secrets referenced by Webhooks (HMAC keys, headersFrom, CA bundles), watched so rotations apply at once.
+RBAC cannot restrict list/watch to a label: the operator itself watches only Secrets labelled
+events.open-metadata.org/webhook-secret=true and uses no other. */}}
+{{- define "webhook-operator.secretRules" -}}
+# Secrets referenced by Webhooks; the operator watches and uses only those labelled
+# events.open-metadata.org/webhook-secret=true (RBAC cannot filter by label).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch"]
 {{- end }}
 
 {{/* Cluster-scoped, needed in both modes: authenticating and authorizing callers of the operations API. */}}

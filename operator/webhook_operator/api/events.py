@@ -10,9 +10,10 @@ the Generic format can pass the event on without losing anything.
 from __future__ import annotations
 
 import json
-from typing import Any
+import re
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, field_validator
 from pydantic_core import PydanticCustomError
 
 from webhook_operator.api.limits import deeper_than, depth_message
@@ -20,6 +21,31 @@ from webhook_operator.api.limits import deeper_than, depth_message
 #: Event types a Webhook can subscribe to (the seed's enum); other values are accepted and match no filter.
 LIFECYCLE_EVENT_TYPES = ("entityCreated", "entityUpdated", "entitySoftDeleted", "entityDeleted")
 _ENTITY = {"entity"}
+#: The last millisecond of year 9999: later timestamps are not times (and the OpenAPI document says so).
+MAX_TIMESTAMP_MS = 253_402_300_799_999
+
+
+def _integral_number(value: Any) -> Any:
+    # JSON has one number type: to JSON Schema (and the OpenAPI document, which says integer) 1.0 and 1e3 are
+    # integers, so they are to the model too; 1.5, true and "1" still are not (StrictInt).
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _holds_lone_surrogate(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 class FieldChange(BaseModel):
@@ -56,7 +82,9 @@ class ChangeEvent(BaseModel):
     event_type: str = Field(alias="eventType", min_length=1, max_length=128)
     entity_type: str = Field(alias="entityType", min_length=1, max_length=256)
     entity_id: str = Field(alias="entityId", min_length=1, max_length=256)
-    timestamp: StrictInt = Field(ge=0, description="Epoch milliseconds")
+    timestamp: Annotated[StrictInt, BeforeValidator(_integral_number)] = Field(
+        ge=0, le=MAX_TIMESTAMP_MS, description="Epoch milliseconds"
+    )
     entity_fully_qualified_name: str | None = Field(default=None, alias="entityFullyQualifiedName")
     user_name: str | None = Field(default=None, alias="userName")
     impersonated_by: str | None = Field(default=None, alias="impersonatedBy")
@@ -72,13 +100,16 @@ class ChangeEvent(BaseModel):
         # Recent servers re-read events from the change_event table and POST the entity as a JSON string.
         if isinstance(value, str):
             try:
-                parsed = json.loads(value)
+                parsed = json.loads(value, parse_constant=_reject_constant)
             except RecursionError:
                 raise PydanticCustomError("json_depth", depth_message()) from None
             except ValueError as exc:
                 raise ValueError(f"entity is a string but not valid JSON: {exc}") from exc
             if deeper_than(value):  # the same limit as the post around it (api.limits)
                 raise PydanticCustomError("json_depth", depth_message())
+            if _SURROGATE_ESCAPE.search(value) and _holds_lone_surrogate(parsed):
+                # Valid JSON syntax, but not text: the event could never be encoded for delivery (found by fuzzing).
+                raise ValueError("entity is a string holding an unpaired UTF-16 surrogate escape")
             value = parsed
         return value
 

@@ -32,13 +32,18 @@ _AGO = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 
+#: The latest time a request may name (9999-12-31T23:59:59Z); times are clamped to [the epoch, this], where every
+#: stored time lies, so an absurd age (``999999999d``) is "since the beginning", never an overflow later on.
+MAX_TIME = 253_402_300_799.0
+
+
 def parse_time(text: str, now: float) -> float:
     """Unix seconds from RFC 3339 (``2026-03-04T18:00:00Z``, an offset, fractions) or an age (``90s``, ``15m``,
-    ``2h``, ``7d``: that long before ``now``). Raises ValueError with the accepted forms."""
+    ``2h``, ``7d``: that long before ``now``), clamped to [0, MAX_TIME]. Raises ValueError with the accepted forms."""
     value = text.strip()
     match = _AGO.match(value)
     if match:
-        return now - float(match.group(1)) * _UNITS[match.group(2)]
+        return min(max(now - float(match.group(1)) * _UNITS[match.group(2)], 0.0), MAX_TIME)
     try:
         moment = datetime.fromisoformat(value.replace("z", "Z"))
     except ValueError:
@@ -47,18 +52,23 @@ def parse_time(text: str, now: float) -> float:
         raise ValueError(f"invalid time {text!r}: use RFC 3339 (2026-03-04T18:00:00Z) or an age like 30m, 2h, 1d")
     if moment.tzinfo is None:
         raise ValueError(f"invalid time {text!r}: RFC 3339 needs a zone (Z or +01:00)")
-    return moment.timestamp()
+    try:
+        return min(max(moment.timestamp(), 0.0), MAX_TIME)
+    except (OverflowError, ValueError):  # year 1 with a positive offset lies before datetime.min
+        return 0.0
 
 
 def format_time(timestamp: float) -> str:
-    """RFC 3339 UTC with milliseconds, e.g. ``2026-03-04T18:00:00.123Z``."""
+    """RFC 3339 UTC with milliseconds, e.g. ``2026-03-04T18:00:00.123Z`` (clamped like ``parse_time``)."""
+    timestamp = min(max(timestamp, 0.0), MAX_TIME)
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
 class RedeliverRequest:
-    """Redeliver either the stored events ``event_ids`` or the events the webhook delivered (or skipped) that
-    the operator accepted in ``[since, until)``, to ``to`` (a Webhook in the same namespace) or to itself."""
+    """Redeliver either the events ``event_ids`` that were routed to the webhook, or the events it delivered (or
+    skipped) that the operator accepted in ``[since, until)``, to ``to`` (a Webhook in the same namespace, whose
+    filters are applied again) or to itself."""
 
     event_ids: tuple[str, ...] = ()
     since: float | None = None
@@ -165,7 +175,11 @@ class TestResult:
 class RedeliveryResult:
     target: str  # namespace/name the events were queued for
     event_ids: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)  # requested ids the store no longer (or never) had
+    #: Requested ids not routed to the source webhook: never accepted, pruned, or another webhook's event (the
+    #: three are not told apart, so the answer reveals nothing about other webhooks' events).
+    missing: list[str] = field(default_factory=list)
+    #: Ids of the source's events that the ``to`` target's filters do not admit: not sent.
+    filtered: list[str] = field(default_factory=list)
 
 
 class OperationError(Exception):

@@ -35,6 +35,13 @@ class WebhookSnapshot:
     last_failed_reason: str | None = None
     next_attempt_at: float | None = None
     oldest_pending_at: float | None = None
+    dead_letters: int = 0  # dead letters of the webhook still kept (retention removes them)
+    dead_lettered_since: float | None = None  # when the oldest of them was dead-lettered
+    dead_letter_reason: str | None = None  # why events were last dead-lettered by the queue limits
+    overflowed: int = 0  # events the queue limits dead-lettered since this process registered the webhook
+    fallback_configured: bool = False  # spec.fallback names a webhook
+    fallback_to: str | None = None  # the fallback is active: events go to this webhook (namespace/name)
+    warnings: tuple[str, ...] = ()  # e.g. a related-webhook cycle that was refused (appended to the Ready message)
 
     @property
     def ready(self) -> bool:

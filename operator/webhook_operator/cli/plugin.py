@@ -7,6 +7,9 @@ TokenReview + SubjectAccessReview let Kubernetes RBAC decide (``docs/operations.
 
 Where the API is: ``--server URL`` or ``WEBHOOK_OPERATOR_API`` (e.g. after ``kubectl port-forward``), else through
 the API server's service proxy: ``<cluster>/api/v1/namespaces/<operator-namespace>/services/<service>:http/proxy``.
+When the operator serves HTTPS (``--tls-cert-file``), ``--certificate-authority`` / ``WEBHOOK_OPERATOR_API_CA``
+names the CA that signed its certificate (with ``--server https://...``), and ``--operator-scheme https`` makes the
+service proxy speak HTTPS to it (``https:<service>:http``; the API server does not verify that certificate).
 
 Exit status: 0 done; 1 the operation failed (a failing test, nothing to resume, unknown webhook, operator
 unreachable); 2 not authenticated or not allowed (401/403), or bad usage.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -31,7 +35,7 @@ from webhook_operator.api.operations import PROXY_TOKEN_HEADER, format_time, par
 EXIT_OK, EXIT_FAILED, EXIT_DENIED = 0, 1, 2
 DEFAULT_OPERATOR_NAMESPACE = "webhook-operator"
 DEFAULT_OPERATOR_SERVICE = "webhook-operator"
-SERVER_ENV, TOKEN_ENV = "WEBHOOK_OPERATOR_API", "WEBHOOK_OPERATOR_TOKEN"
+SERVER_ENV, TOKEN_ENV, CA_ENV = "WEBHOOK_OPERATOR_API", "WEBHOOK_OPERATOR_TOKEN", "WEBHOOK_OPERATOR_API_CA"
 
 
 class CliError(Exception):
@@ -93,21 +97,37 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> Target:
         token = bearer[7:].strip()
     namespace = args.namespace or namespace
     if server is not None:
-        return Target(server.rstrip("/"), token, namespace, verify=not args.insecure_skip_tls_verify)
+        ca = args.certificate_authority or environ.get(CA_ENV) or None
+        verify: Any = False if args.insecure_skip_tls_verify else (ca or True)
+        return Target(server.rstrip("/"), token, namespace, verify=verify)
     assert cfg is not None
-    base = proxy_url(cfg.host, args.operator_namespace, args.operator_service)
-    verify: Any = False if (args.insecure_skip_tls_verify or not cfg.verify_ssl) else (cfg.ssl_ca_cert or True)
+    base = proxy_url(cfg.host, args.operator_namespace, args.operator_service, scheme=args.operator_scheme)
+    verify = False if (args.insecure_skip_tls_verify or not cfg.verify_ssl) else (cfg.ssl_ca_cert or True)
     cert = (cfg.cert_file, cfg.key_file) if cfg.cert_file and cfg.key_file else None
     return Target(base, token, namespace, verify=verify, cert=cert)
 
 
-def proxy_url(cluster: str, namespace: str, service: str, port: str = "http") -> str:
-    """The operator's API through the Kubernetes API server's service proxy."""
-    return f"{cluster.rstrip('/')}/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy"
+def proxy_url(cluster: str, namespace: str, service: str, port: str = "http", *, scheme: str = "http") -> str:
+    """The operator's API through the Kubernetes API server's service proxy (``https:`` when the operator serves
+    TLS; the port keeps its name ``http``)."""
+    prefix = "https:" if scheme == "https" else ""
+    return f"{cluster.rstrip('/')}/api/v1/namespaces/{namespace}/services/{prefix}{service}:{port}/proxy"
 
 
 def webhook_path(namespace: str, name: str, action: str) -> str:
     return f"/api/v1/namespaces/{namespace}/webhooks/{name}/{action}"
+
+
+def tls_context(target: Target) -> ssl.SSLContext:
+    """What httpx verifies the operator (or the API server) with: the system CAs, a CA file, or nothing
+    (``--insecure-skip-tls-verify``), plus the kubeconfig's client certificate for the API server's proxy."""
+    context = ssl.create_default_context(cafile=target.verify if isinstance(target.verify, str) else None)
+    if target.verify is False:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if target.cert is not None:
+        context.load_cert_chain(*target.cert)
+    return context
 
 
 def call(target: Target, method: str, path: str, *, params: Mapping[str, str] | None = None,
@@ -116,9 +136,9 @@ def call(target: Target, method: str, path: str, *, params: Mapping[str, str] | 
                "Accept": "application/json", "User-Agent": f"kubectl-webhook/{__version__}"}  # fmt: skip
     url = target.base_url + path
     try:
-        with httpx.Client(verify=target.verify, cert=target.cert, timeout=timeout, trust_env=False) as client:
+        with httpx.Client(verify=tls_context(target), timeout=timeout, trust_env=False) as client:
             response = client.request(method, url, params=params, json=body, headers=headers)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, ssl.SSLError, OSError) as exc:
         raise CliError(f"cannot reach the operator at {target.base_url}: {type(exc).__name__}: {exc}") from None
     try:
         data = response.json()
@@ -269,6 +289,10 @@ def _common() -> argparse.ArgumentParser:
                         help="namespace of the operator's Service (service proxy only)")  # fmt: skip
     common.add_argument("--operator-service", default=DEFAULT_OPERATOR_SERVICE,
                         help="name of the operator's Service (service proxy only)")  # fmt: skip
+    common.add_argument("--operator-scheme", choices=("http", "https"), default="http",
+                        help="https when the operator serves TLS (--tls-cert-file; service proxy only)")  # fmt: skip
+    common.add_argument("--certificate-authority", metavar="FILE",
+                        help=f"CA file to verify an https --server with [${CA_ENV}]")  # fmt: skip
     common.add_argument("--insecure-skip-tls-verify", action="store_true", help="do not verify TLS certificates")
     return common
 

@@ -80,4 +80,22 @@ class AnnotationRequests:
                 request = parse_redeliver(value, self._ops.clock())
             except ValueError as exc:
                 raise OperationError(400, f"invalid value: {exc}") from None
+            name = key.partition("/")[2]
+            if request.to and request.to != name:
+                raise OperationError(403, refuse_to(name, request.to))
             await self._ops.redeliver(key, request, who)
+
+
+def refuse_to(name: str, to: str) -> str:
+    """Why an annotation may not redeliver to another Webhook (issue 13, finding 11).
+
+    Over HTTP, ``to`` needs ``patch`` on the target as well as on the source, checked for the caller's own
+    identity (SubjectAccessReview). An annotation proves only that its author may patch *this* Webhook: the API
+    server records the field manager (``kubectl-annotate``, ``argocd-controller``), not the user, so nothing could
+    be reviewed for the target, and RBAC may well grant ``patch`` on this Webhook alone (``resourceNames``).
+    Acting on it would let that author push events into a Webhook they may not operate; guessing the user from
+    ``managedFields`` would be a check in name only. So ``to`` is refused here and the message says where it
+    works."""
+    return (f"to={to}: an annotation cannot redeliver to another Webhook, because that needs 'patch' on {to} too "
+            "and an annotation does not say who set it; use "
+            f"'kubectl webhook redeliver {name} --to {to} ...' or the HTTP API, which check it")  # fmt: skip

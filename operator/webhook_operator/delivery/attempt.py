@@ -17,10 +17,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from webhook_operator.api.events import ChangeEvent
-from webhook_operator.delivery.request import build_request
+from webhook_operator.delivery.request import build_request, has_template, render_in_pool
 from webhook_operator.delivery.sender import Outcome, OutcomeKind, Sender
 from webhook_operator.delivery.target import WebhookTarget, mask, mask_credentials, mask_cut_tail
-from webhook_operator.formats.base import FormatError
+from webhook_operator.delivery.template_pool import TemplatePool
+from webhook_operator.formats.base import FormatError, Rendered
 from webhook_operator.store.base import AttemptOutcome, AttemptRecord, QueuedEvent
 
 _DELIVERY_NS = uuid.UUID("5b0f4f36-8a43-4a4e-9b8e-6e2b0d1c7a11")
@@ -81,12 +82,17 @@ class Attempt:
 
 class AttemptPipeline:
     """Sends a batch for a target, bounded by one process-wide concurrency limit (many webhooks share a fixed
-    number of in-flight requests), and turns whatever happened into an outcome plus a masked log line."""
+    number of in-flight requests), and turns whatever happened into an outcome plus a masked log line.
+
+    Custom templates render in ``templates`` (worker processes with time and memory limits, off the event loop);
+    without a pool (unit tests that build a pipeline by hand) they render inline, sandboxed and size-bounded."""
 
     def __init__(self, sender: Sender, *, user_agent: str, max_concurrency: int = 64,
                  clock: Callable[[], float] = time.time,
-                 on_attempt: Callable[[AttemptRecord], None] | None = None) -> None:  # fmt: skip
+                 on_attempt: Callable[[AttemptRecord], None] | None = None,
+                 templates: TemplatePool | None = None) -> None:  # fmt: skip
         self._sender = sender
+        self._templates = templates
         self._user_agent = user_agent
         self._sem = asyncio.Semaphore(max_concurrency)
         self._clock = clock
@@ -129,8 +135,11 @@ class AttemptPipeline:
         if target.config_error:
             return Outcome(OutcomeKind.PERMANENT, None, 0.0, f"configuration error: {target.config_error}")
         try:
+            rendered: Rendered | None = None
+            if self._templates is not None and has_template(target):
+                rendered = await render_in_pool(target, events, self._templates)
             request = build_request(target, events, delivery, started, user_agent=self._user_agent,
-                                    extra_headers=extra_headers)  # fmt: skip
+                                    extra_headers=extra_headers, rendered=rendered)  # fmt: skip
         except FormatError as exc:
             return Outcome(OutcomeKind.PERMANENT, None, 0.0, f"payload could not be rendered: {exc}")
         if test:

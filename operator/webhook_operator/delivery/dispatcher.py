@@ -13,21 +13,27 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from webhook_operator.api.encoding import compact_json
 from webhook_operator.api.events import ChangeEvent
 from webhook_operator.api.outcomes import NullObserver, StateObserver, WebhookSnapshot
+from webhook_operator.api.related import TriggerOn
 from webhook_operator.delivery.attempt import AttemptPipeline
 from webhook_operator.delivery.lane import Lane
+from webhook_operator.delivery.limits import QueueLimits
 from webhook_operator.delivery.parsed import ParsedEvents
 from webhook_operator.delivery.queue import LaneQueue
+from webhook_operator.delivery.related import RelatedGraph, trigger_event
 from webhook_operator.delivery.retry import RetryPolicy
 from webhook_operator.delivery.target import WebhookTarget
 from webhook_operator.delivery.worker import LaneWorker
 from webhook_operator.routing import CompiledFilters, FilterError
-from webhook_operator.store.base import AttemptRecord, RoutedEvent, Store
+from webhook_operator.store.base import AttemptRecord, QueuedEvent, RoutedEvent, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
+
+__all__ = ["Dispatcher", "QueueLimits", "SubmitResult", "encode_event"]
 
 
 @dataclass(frozen=True)
@@ -41,12 +47,28 @@ def encode_event(event: ChangeEvent) -> bytes:
     return compact_json(event.wire())
 
 
+class EventSink(Protocol):
+    """Where the engine posts Kubernetes Events of its own (fallback taken over or ended, a refused cycle)."""
+
+    def record_event(self, key: str, type: str, reason: str, message: str) -> None: ...
+
+
+class _NoEvents:
+    def record_event(self, key: str, type: str, reason: str, message: str) -> None:
+        return None
+
+
 class Dispatcher:
     def __init__(self, store: Store, pipeline: AttemptPipeline, *, retry: RetryPolicy | None = None,
-                 observer: StateObserver | None = None) -> None:  # fmt: skip
+                 observer: StateObserver | None = None, limits: QueueLimits | None = None,
+                 events: EventSink | None = None) -> None:  # fmt: skip
         self._store = store
+        self._events = events or _NoEvents()
+        self._related = RelatedGraph()
+        self._emitting: set[asyncio.Task[None]] = set()
         self._pipeline = pipeline
         self._policy = retry or RetryPolicy()
+        self._limits = limits or QueueLimits()
         self._observer = observer or NullObserver()
         self._workers: dict[str, LaneWorker] = {}
         self._parsed = ParsedEvents()
@@ -66,24 +88,37 @@ class Dispatcher:
                 target = dataclasses.replace(target, config_error=target.config_error or str(exc))
                 # Keep routing by the last good filters so nothing is dropped while the spec is being fixed.
                 filters = worker.lane.filters if worker is not None else CompiledFilters.compile([])
+            related_changed = self._related.update(target.key, target.spec)
             if worker is None:
                 state = await self._store.lane_state(target.key)
                 queue = await LaneQueue.load(self._store, target.key, state.pending)
-                lane = Lane(target, filters, state, queue, self._policy)
+                lane = Lane(target, filters, state, queue, self._policy, self._limits)
                 worker = LaneWorker(lane, store=self._store, pipeline=self._pipeline, parsed=self._parsed,
-                                    notify=self._notify)  # fmt: skip
+                                    notify=self._notify, fallback=self)  # fmt: skip
                 self._workers[target.key] = worker
-            elif worker.lane.reconfigure(target, filters):
-                await self._store.save_retry_state(target.key, worker.lane.retry)
+            else:
+                ended = worker.lane.fallback
+                if worker.lane.reconfigure(target, filters):
+                    await self._store.save_retry_state(target.key, worker.lane.retry)
+                    if ended is not None and worker.lane.fallback is None:
+                        self._fallback_ended(target.key, ended, "its configuration changed")
+            self._related_warnings({*related_changed, target.key}, target.key)
+            await self._end_refused_fallbacks(related_changed - {target.key})
             self._notify(worker.lane)
+            self._kick_sources(target.key)
             if not self._stopping:
                 worker.kick()
+                if worker.lane.over_cap:  # a lowered maxQueued, or a backlog from before a restart
+                    worker.enforce_cap()
             return worker.lane.snapshot()
 
     async def unregister(self, key: str) -> None:
         """The Webhook is gone: stop its worker and drop its queue and retry state."""
         self._register_locks.pop(key, None)
         worker = self._workers.pop(key, None)
+        changed = self._related.update(key, None)
+        self._related_warnings(changed, None)
+        await self._end_refused_fallbacks(changed)
         if worker is not None:
             await worker.close()
         await self._store.purge(key)
@@ -107,15 +142,14 @@ class Dispatcher:
 
     async def submit(self, events: Sequence[ChangeEvent], bodies: Sequence[bytes] | None = None) -> SubmitResult:
         """Durably accept and route events; returns after the commit. Raises StoreUnavailable (nothing taken)."""
-        lanes = [w.lane for w in self._workers.values() if w.lane.accepting]
-        routed = [
-            RoutedEvent(
-                event.id,
-                bodies[i] if bodies is not None else encode_event(event),
-                [lane.key for lane in lanes if lane.filters.matches(event)],
-            )
-            for i, event in enumerate(events)
-        ]
+        # A webhook whose fallback is active routes to its fallback (issue 14); an event both route to goes once.
+        lanes = [(w.lane, self._destination(w.lane)) for w in self._workers.values() if w.lane.accepting]
+        diverted = any(lane.key != dest for lane, dest in lanes)
+        routed = []
+        for i, event in enumerate(events):
+            keys = [dest for lane, dest in lanes if lane.filters.matches(event)]
+            body = bodies[i] if bodies is not None else encode_event(event)
+            routed.append(RoutedEvent(event.id, body, list(dict.fromkeys(keys)) if diverted else keys))
         # Shielded: if the caller is cancelled (its client went away) the commit still happens, and so must the
         # routing into the lanes, or committed events would sit on disk undelivered until a restart.
         return await asyncio.shield(self._enqueue_and_route(events, routed))
@@ -138,8 +172,22 @@ class Dispatcher:
 
     async def resume(self, key: str, who: str = "operator") -> bool:
         """Send the held batch now: leaves retryLimitReached/failed, or cuts an awaitingRetry wait short (the retry
-        schedule starts over). False when nothing is held or paused."""
-        return await self._workers[key].resume(who)
+        schedule starts over), and ends an active fallback. False when nothing is held or paused."""
+        worker = self._workers[key]
+        fallback = worker.lane.fallback
+        resumed = await worker.resume(who)
+        if resumed and fallback is not None:
+            self._fallback_ended(key, fallback, f"resumed by {who}")
+        return resumed
+
+    async def hand_back(self, key: str, why: str) -> bool:
+        """End ``key``'s active fallback (a test delivery to its own endpoint succeeded). False when none is active."""
+        worker = self._workers[key]
+        fallback = worker.lane.fallback
+        if fallback is None or not await worker.hand_back(f"fallback {fallback} ended: {why}"):
+            return False
+        self._fallback_ended(key, fallback, why)
+        return True
 
     async def skip(self, key: str, who: str = "operator") -> list[str]:
         """Drop the held batch into the dead letters (logged with who asked) and carry on with the next one."""
@@ -149,6 +197,30 @@ class Dispatcher:
         """Queue stored events again for ``key``, in the given order, behind what it has queued; ``record`` (who
         asked) goes into its log in the same commit. Returns the ids queued (those the store still holds)."""
         return [e.event_id for e in await self._workers[key].requeue(event_ids, record)]
+
+    # -- queue limits ----------------------------------------------------------------------------------------
+
+    async def sweep(self, *, refresh_dead_letters: bool = True) -> int:
+        """The periodic part of the queue limits: move events older than each webhook's ``maxQueuedAge`` (and any
+        still over ``maxQueued``) to the dead letters, and, after retention ran, read back how many dead letters
+        each webhook still has. Returns how many events moved. Called by the service's sweep loop."""
+        moved = 0
+        now = self._pipeline.clock()
+        for key, worker in list(self._workers.items()):
+            lane = worker.lane
+            try:
+                max_age = lane.limits.max_age
+                oldest = lane.queue.oldest_received_at
+                expired = max_age is not None and lane.queue.total and (oldest is None or oldest < now - max_age)
+                if expired or lane.over_cap:
+                    moved += await worker.dead_letter_overdue(now - max_age if max_age is not None else None)
+                if refresh_dead_letters and lane.snapshot().dead_letters:
+                    state = await self._store.lane_state(key)
+                    lane.dead_letters_kept(state.dead_letters, state.dead_lettered_since)
+                    self._notify(lane)
+            except StoreUnavailable as exc:
+                log.error("queue limits of %s not applied: store unavailable: %s", key, exc)
+        return moved
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
@@ -163,13 +235,15 @@ class Dispatcher:
 
     async def _wait(self, working: Callable[[LaneWorker], bool], within: float) -> None:
         deadline = time.monotonic() + within
-        while any(working(w) for w in self._workers.values()):
+        while self._emitting or any(working(w) for w in self._workers.values()):
             if time.monotonic() > deadline:
                 raise TimeoutError("dispatcher still busy")
             await asyncio.sleep(0.005)
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._emitting:  # trigger events being committed: let them land (they are a few store writes)
+            await asyncio.wait(set(self._emitting), timeout=10)
         await asyncio.gather(*(w.close() for w in self._workers.values()), return_exceptions=True)
 
     def _notify(self, lane: Lane) -> None:
@@ -177,3 +251,104 @@ class Dispatcher:
             self._observer.webhook_changed(lane.snapshot())
         except Exception:  # an observer bug must never stop delivery
             log.exception("state observer failed for %s", lane.key)
+        kind = lane.transition()
+        if kind is not None:
+            self._transitioned(lane, kind)
+
+    # -- related webhooks (issue 14; the rules are in ``delivery.related``) ------------------------------------
+
+    def _destination(self, lane: Lane) -> str:
+        fallback = lane.fallback
+        usable = fallback is not None and fallback in self._workers and self._related.fallback(lane.key) == fallback
+        return fallback if usable and fallback is not None else lane.key
+
+    def fallback_for(self, lane: Lane) -> str | None:
+        """FallbackPort: where a stalled lane's queue goes now. An active fallback takes whatever is queued while
+        it is registered; a new one only if it can deliver (enabled, no configuration error, not stalled itself
+        unless its own fallback is active: chains are allowed, cycles are refused)."""
+        retry, target = lane.retry, lane.target
+        if retry.paused is None or not target.spec.enabled or target.config_error:
+            return None
+        if retry.fallback is not None:
+            still = retry.fallback in self._workers and self._related.fallback(lane.key) == retry.fallback
+            return retry.fallback if lane.queue.total and still else None
+        to = self._related.fallback(lane.key)
+        worker = self._workers.get(to) if to is not None else None
+        if worker is None:
+            return None  # absent: the events stay here until it appears (``_kick_sources``)
+        other = worker.lane
+        delivering = other.retry.paused is None or other.fallback is not None
+        usable = other.accepting and not other.target.config_error and delivering
+        return to if usable else None
+
+    def handed_over(self, lane: Lane, to: str, entries: list[QueuedEvent], activated: bool) -> None:
+        """FallbackPort: the entries are committed to ``to``: into its lane, and say so when the fallback began."""
+        worker = self._workers.get(to)
+        if worker is not None and entries:
+            worker.append(entries)
+        if activated:
+            state = lane.snapshot().state.value
+            self._events.record_event(lane.key, "Warning", "FallbackActivated",
+                                      f"{lane.key} is {state}: its held batch and queued events ({len(entries)}) and "
+                                      f"new events go to its fallback {to} until it is resumed or a test delivery "
+                                      "succeeds")  # fmt: skip
+            taking = f"taking over the events of {lane.key} ({len(entries)} queued), which is {state}"
+            self._events.record_event(to, "Normal", "FallbackTakingOver", taking)
+
+    def _fallback_ended(self, key: str, fallback: str, why: str) -> None:
+        self._events.record_event(key, "Normal", "FallbackEnded",
+                                  f"{key} delivers to its own endpoint again ({why}); events already handed to "
+                                  f"{fallback} stay there")  # fmt: skip
+
+    async def _end_refused_fallbacks(self, keys: set[str]) -> None:
+        """A fallback that is no longer accepted (acceptFrom withdrawn) or now closes a cycle ends: its source
+        delivers to its own endpoint again, as on resume; events already handed over stay with the fallback."""
+        for key in keys:
+            worker = self._workers.get(key)
+            ended = worker.lane.fallback if worker is not None else None
+            if worker is None or ended is None or self._related.fallback(key) == ended or ended not in self._workers:
+                continue
+            if await worker.hand_back(f"fallback {ended} no longer usable"):
+                self._fallback_ended(key, ended, f"{ended} no longer takes its events: see its status")
+
+    def _kick_sources(self, key: str) -> None:
+        """``key`` appeared or changed state: stalled webhooks waiting for it as their fallback look again."""
+        for source in self._related.sources(key):
+            worker = self._workers.get(source)
+            if worker is not None and not worker.lane.runnable and not self._stopping:
+                worker.kick()
+
+    def _related_warnings(self, keys: set[str], registering: str | None) -> None:
+        for key in keys:
+            worker = self._workers.get(key)
+            if worker is None:
+                continue
+            warnings = self._related.warnings(key)
+            if warnings != worker.lane.related_warnings:
+                worker.lane.related_warnings = warnings
+                if warnings:
+                    reason = self._related.event_reason(key)
+                    self._events.record_event(key, "Warning", reason, "; ".join(warnings))
+                if key != registering:
+                    self._notify(worker.lane)
+
+    def _transitioned(self, lane: Lane, kind: TriggerOn) -> None:
+        """A delivery-state transition: wake webhooks waiting for this one as a fallback, and enqueue one trigger
+        event for the webhooks it triggers (durably, in the background: ``_notify`` is synchronous)."""
+        self._kick_sources(lane.key)
+        targets = [t for t in self._related.triggers(lane.key, kind) if t in self._workers]
+        if not targets or self._stopping:
+            return
+        snapshot = lane.snapshot()
+        event = trigger_event(lane.target, kind, lane.retry, state=snapshot.state, delivered=snapshot.delivered,
+                              failed=snapshot.failed, pending=snapshot.pending, now=self._pipeline.clock())  # fmt: skip
+        task = asyncio.ensure_future(self._emit(event, targets))
+        self._emitting.add(task)
+        task.add_done_callback(self._emitting.discard)
+
+    async def _emit(self, event: ChangeEvent, targets: list[str]) -> None:
+        """Trigger events bypass the targets' filters (they are this webhook's own, not metadata changes)."""
+        try:
+            await self._enqueue_and_route([event], [RoutedEvent(event.id, encode_event(event), targets)])
+        except StoreUnavailable as exc:
+            log.error("trigger event %s for %s not enqueued: store unavailable: %s", event.event_type, targets, exc)

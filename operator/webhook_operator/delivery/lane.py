@@ -11,9 +11,12 @@ from __future__ import annotations
 import dataclasses
 
 from webhook_operator.api.outcomes import Reason, WebhookSnapshot
+from webhook_operator.api.related import TriggerOn
 from webhook_operator.api.webhook import WebhookState
 from webhook_operator.delivery.attempt import Attempt
+from webhook_operator.delivery.limits import QueueLimits
 from webhook_operator.delivery.queue import LaneQueue
+from webhook_operator.delivery.related import delivery_state, transition
 from webhook_operator.delivery.retry import (
     PAUSED_FAILED,
     PAUSED_LIMIT,
@@ -30,13 +33,22 @@ from webhook_operator.store.base import LaneState, QueuedEvent, RetryState
 
 class Lane:
     def __init__(self, target: WebhookTarget, filters: CompiledFilters, state: LaneState, queue: LaneQueue,
-                 policy: RetryPolicy) -> None:  # fmt: skip
+                 policy: RetryPolicy, limits: QueueLimits | None = None) -> None:  # fmt: skip
         self._target = target
         self._policy = policy
         self._filters = filters
         self._retry = state.retry
         self._counters = dataclasses.replace(state.counters)
         self.queue = queue
+        self._operator_limits = limits or QueueLimits(None, None)
+        self.limits = self._operator_limits.for_spec(target.spec)
+        self._cap = self.limits.max_queued  # read on every append: kept flat
+        self._dead_letters, self._dead_since = state.dead_letters, state.dead_lettered_since
+        self._dead_reason: str | None = None
+        self._overflowed = 0
+        self._reported = delivery_state(self._retry)  # the delivery state triggers last heard of
+        #: Warnings about spec.fallback/spec.triggers (a refused cycle), set by the dispatcher.
+        self.related_warnings: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -69,6 +81,8 @@ class Lane:
         True when that changed the retry state (the caller persists it)."""
         changed = self._target.delivery_shape() != target.delivery_shape()
         self._target, self._filters = target, filters
+        self.limits = self._operator_limits.for_spec(target.spec)
+        self._cap = self.limits.max_queued
         if changed and (self._retry.paused is not None or self._retry.held_qids):
             self._retry = next_state(self._retry, Resumed(), self._policy, 0.0)
             return True
@@ -79,10 +93,14 @@ class Lane:
         if self._retry.held_qids:
             held = self.queue.find(self._retry.held_qids)
             if held is not None:
+                size = self._target.spec.delivery_batch_size
+                if len(held) > size:  # batchSize lowered (or a one-event shape chosen) while a batch was held
+                    held = held[:size]
+                    self._retry = dataclasses.replace(self._retry, held_qids=tuple(e.qid for e in held))
                 return held
             # Partly gone from memory (only if the store changed underneath): a fresh batch rather than a wedge.
             self._retry = dataclasses.replace(self._retry, held_qids=())
-        return self.queue.head(self._target.spec.batch_size)
+        return self.queue.head(self._target.spec.delivery_batch_size)
 
     def held(self) -> list[QueuedEvent] | None:
         """The held batch if all of it is in memory; None when nothing is held."""
@@ -106,9 +124,51 @@ class Lane:
         self._retry = next_state(self._retry, Resumed(), self._policy, 0.0)
         return True
 
-    def skipped(self, batch: list[QueuedEvent]) -> None:
+    # -- related webhooks (issue 14) ---------------------------------------------------------------------------
+
+    @property
+    def fallback(self) -> str | None:
+        """The webhook this one's events go to now (its fallback is active), else None."""
+        return self._retry.fallback
+
+    def handed_over(self, retry: RetryState, entries: list[QueuedEvent], up_to_qid: int) -> None:
+        """The store moved every queued entry to the fallback and saved ``retry`` (fallback set, nothing held)."""
+        self._retry = retry
+        self.queue.moved_out(up_to_qid, len(entries))
+
+    def transition(self) -> TriggerOn | None:
+        """The trigger transition since the last call, if the delivery state changed meaningfully."""
+        before, self._reported = self._reported, delivery_state(self._retry)
+        return transition(before, self._reported)
+
+    def skipped(self, batch: list[QueuedEvent], now: float) -> None:
         self.queue.remove(batch)
         self._retry = next_state(self._retry, Skipped(), self._policy, 0.0)
+        self._count_dead_letters(len(batch), now)
+
+    # -- queue limits ----------------------------------------------------------------------------------------
+
+    @property
+    def over_cap(self) -> bool:
+        """More queued than ``maxQueued`` (checked on every append: one comparison)."""
+        cap = self._cap
+        return cap is not None and self.queue.total > cap
+
+    def dead_lettered(self, entries: list[QueuedEvent], reason: str, now: float) -> None:
+        """The queue limits moved ``entries`` (never the held batch) to the dead letters."""
+        self.queue.remove(entries)
+        self._overflowed += len(entries)
+        self._dead_reason = reason
+        self._count_dead_letters(len(entries), now)
+
+    def dead_letters_kept(self, count: int, since: float | None) -> None:
+        """The store's count after retention removed some."""
+        self._dead_letters, self._dead_since = count, since
+
+    def _count_dead_letters(self, count: int, now: float) -> None:
+        self._dead_letters += count
+        if self._dead_since is None:
+            self._dead_since = now
 
     # -- status -------------------------------------------------------------------------------------------
 
@@ -118,14 +178,16 @@ class Lane:
             return WebhookState.DISABLED, Reason.DISABLED, "webhook is disabled (spec.enabled is false)"
         if self._target.config_error:
             return WebhookState.FAILED, Reason.CONFIGURATION_ERROR, self._target.config_error
+        fallback = (f"; its events go to fallback {retry.fallback} until it is resumed or a test delivery "
+                    "succeeds" if retry.fallback else "")  # fmt: skip
         if retry.paused == PAUSED_FAILED:
-            return WebhookState.FAILED, Reason.CONFIGURATION_ERROR, retry.last_reason or ""
+            return WebhookState.FAILED, Reason.CONFIGURATION_ERROR, (retry.last_reason or "") + fallback
         if retry.paused == PAUSED_LIMIT:
+            held = fallback or f"; {self.queue.total} events held; fix the endpoint or resume/skip"
             return (
                 WebhookState.RETRY_LIMIT_REACHED,
                 Reason.RETRY_LIMIT_REACHED,
-                f"delivery paused after {retry.attempts} failed attempts ({retry.last_reason}); "
-                f"{self.queue.total} events held; fix the endpoint or resume/skip",
+                f"delivery paused after {retry.attempts} failed attempts ({retry.last_reason}){held}",
             )
         if retry.held_qids:
             return WebhookState.AWAITING_RETRY, Reason.DELIVERY_FAILING, (
@@ -144,4 +206,8 @@ class Lane:
             last_failed_status_code=retry.last_status_code, last_failed_reason=retry.last_reason,
             next_attempt_at=retry.next_attempt_at if retry.held_qids and not retry.paused else None,
             oldest_pending_at=self.queue.oldest_received_at,
+            dead_letters=self._dead_letters, dead_lettered_since=self._dead_since,
+            dead_letter_reason=self._dead_reason, overflowed=self._overflowed,
+            fallback_configured=self._target.spec.fallback is not None, fallback_to=retry.fallback,
+            warnings=self.related_warnings,
         )  # fmt: skip

@@ -8,6 +8,8 @@ service wires to the status writer), so nothing happens to a webhook's events si
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import uuid
 from collections.abc import Mapping
 from typing import Protocol
@@ -25,13 +27,23 @@ from webhook_operator.api.operations import (
 from webhook_operator.delivery.attempt import AttemptPipeline, record
 from webhook_operator.delivery.dispatcher import Dispatcher
 from webhook_operator.delivery.target import WebhookTarget
-from webhook_operator.store.base import AttemptOutcome, AttemptQuery, AttemptRecord, LogStore
+from webhook_operator.delivery.test_limits import TEST_BODY_CHARS, TEST_CEILING, TestLimits
+from webhook_operator.store.base import (
+    AttemptOutcome,
+    AttemptQuery,
+    AttemptRecord,
+    LogStore,
+    QueuedEvent,
+    StoreUsage,
+)
 
 NORMAL, WARNING = "Normal", "Warning"
 # Event reasons (CamelCase, like the status writer's).
 TESTED, TEST_FAILED = "WebhookTested", "WebhookTestFailed"
 RESUMED, SKIPPED, REDELIVERY_QUEUED = "DeliveryResumed", "HeldBatchSkipped", "RedeliveryQueued"
 REJECTED = "OperationRejected"
+#: Events decoded and matched per slice when ``to`` re-applies a target's filters (then the loop runs others).
+_ADMIT_SLICE = 200
 
 
 class OperationsObserver(Protocol):
@@ -59,17 +71,24 @@ def synthetic_test_event(target: WebhookTarget, who: str, now: float) -> ChangeE
     })  # fmt: skip
 
 
+class OperationsStore(LogStore, Protocol):
+    """The log, plus how full the store is (tests are refused near the space budget: ``delivery.test_limits``)."""
+
+    async def usage(self) -> StoreUsage: ...
+
+
 class Operations:
     """The user-facing operations: they check the request, act through the lane's worker or the attempt
     pipeline, and say what happened (an Event, ``status.lastTest``, a delivery-log line)."""
 
-    def __init__(self, dispatcher: Dispatcher, store: LogStore, pipeline: AttemptPipeline, *,
+    def __init__(self, dispatcher: Dispatcher, store: OperationsStore, pipeline: AttemptPipeline, *,
                  observer: OperationsObserver) -> None:  # fmt: skip
         self._dispatcher = dispatcher
         self._store = store
         self._pipeline = pipeline
         self._observer = observer
         self.clock = pipeline.clock
+        self._test_limits = TestLimits(self.clock)
 
     def target(self, key: str) -> WebhookTarget:
         try:
@@ -90,14 +109,27 @@ class Operations:
         attempt pipeline (not through the queue: it neither waits behind nor holds up real events). Logged with
         outcome ``test``; the result goes to ``status.lastTest`` and an Event."""
         target = self.target(key)
-        event = synthetic_test_event(target, who, self.clock())
-        attempt = await self._pipeline.run(target, [event], delivery=str(uuid.uuid4()), attempt=lambda: 1, test_by=who,
-                                           extra_headers={TEST_HEADER: "true"})  # fmt: skip
+        usage = await self._store.usage()
+        if usage.budget_bytes is not None and usage.used_bytes >= TEST_CEILING * usage.budget_bytes:
+            full = f"{usage.used_bytes} of {usage.budget_bytes} bytes"
+            raise OperationError(503, f"no test deliveries while the event store is nearly full ({full}): events first")
+        self._test_limits.admit(key)
+        try:
+            event = synthetic_test_event(target, who, self.clock())
+            attempt = await self._pipeline.run(target, [event], delivery=str(uuid.uuid4()), attempt=lambda: 1,
+                                               test_by=who, extra_headers={TEST_HEADER: "true"})  # fmt: skip
+            line = attempt.record
+            if len(line.response_body) > TEST_BODY_CHARS:  # already masked: cutting cannot expose anything
+                line = dataclasses.replace(line, response_body=line.response_body[:TEST_BODY_CHARS] + "…")
+            await self._store.log(line)
+        finally:
+            self._test_limits.done(key)
         outcome = attempt.outcome
         result = TestResult(time=attempt.record.started_at, ok=outcome.ok, status_code=outcome.status_code,
                             latency_ms=outcome.duration_ms, error=outcome.error, event_id=event.id, requested_by=who,
                             trigger=trigger)  # fmt: skip
-        await self._store.log(attempt.record)
+        if result.ok:  # the endpoint works again: an active fallback hands back (issue 14)
+            await self._dispatcher.hand_back(key, f"a test delivery by {who} succeeded")
         self._observer.set_last_test(key, result.to_status())
         self._observer.record_event(key, NORMAL if result.ok else WARNING, TESTED if result.ok else TEST_FAILED,
                                     result.describe())  # fmt: skip
@@ -128,9 +160,17 @@ class Operations:
         return skipped
 
     async def redeliver(self, key: str, request: RedeliverRequest, who: str) -> RedeliveryResult:
-        """Queue past events again, in the order the operator accepted them, behind whatever the target has
-        queued. By ids: any event still stored. By time: the events ``key`` delivered or skipped that were
-        accepted in the range. The target is ``key`` itself or ``request.to`` in the same namespace."""
+        """Queue past events of ``key`` again, in the order the operator accepted them, behind whatever the target
+        has queued. Only events that were routed to ``key`` (issue 13, finding 3): by ids, those the store shows
+        routed to it (queued for it, in its delivery log or its dead letters); by time, the events it delivered or
+        skipped that were accepted in the range. An id not routed to ``key`` is reported in ``missing`` exactly
+        like an id never accepted, so the answer reveals nothing of other webhooks' events.
+
+        The target is ``key`` itself or ``request.to`` in the same namespace. Events go to another webhook only if
+        its filters admit them, as if the intake had routed them there: a redelivery can replay an event for a
+        webhook that would have been sent it, never widen what it receives; the rest is reported in
+        ``filtered``. Whether the caller may use ``to`` at all is the caller's check (HTTP: ``patch`` on the
+        target; annotations: refused, see ``delivery.annotations``)."""
         self.target(key)
         namespace = key.partition("/")[0]
         target_key = f"{namespace}/{request.to}" if request.to else key
@@ -138,7 +178,7 @@ class Operations:
         if not target.spec.enabled:
             raise OperationError(409, f"cannot redeliver to {target_key}: it is disabled")
         if request.event_ids:
-            found = await self._store.events_by_id(request.event_ids)
+            found = await self._store.routed_events(key, request.event_ids)
             known = {e.event_id for e in found}
             missing = [i for i in request.event_ids if i not in known]
         else:
@@ -146,15 +186,24 @@ class Operations:
             missing = []
             if len(found) > MAX_REDELIVERY:
                 raise OperationError(400, f"the range holds more than {MAX_REDELIVERY} events: narrow it")
+        if not found:
+            raise OperationError(409, "nothing to redeliver: " + (
+                f"none of these events was routed to {key} (never accepted, pruned after the retention period, "
+                "or not one of its events)" if request.event_ids
+                else "no event of this webhook was delivered or skipped in that range"))  # fmt: skip
+        filtered: list[str] = []
+        if target_key != key:
+            found, filtered = await self._admitted(target_key, found)
+            if not found:
+                raise OperationError(409, f"nothing to redeliver: none of the {len(filtered)} event(s) matches the "
+                                     f"event filters of {target_key}")  # fmt: skip
         ids = [e.event_id for e in found]
-        if not ids:
-            raise OperationError(409, "nothing to redeliver: " + ("none of these events is stored (pruned after "
-                                 "the retention period?)" if request.event_ids else "no event of this webhook was "
-                                 "delivered or skipped in that range"))  # fmt: skip
         note = f"redelivery of {len(ids)} event(s) requested by {who}" + (f" from {key}" if target_key != key else "")
         line = record(target_key, AttemptOutcome.REDELIVERY_QUEUED, event_ids=ids, started_at=self.clock(), note=note)
         queued = await self._dispatcher.redeliver(target_key, ids, line)
         message = f"{len(queued)} event(s) queued for redelivery to {target_key} by {who} ({request.describe()})"
+        if filtered:
+            message += f"; {len(filtered)} not sent: {target_key}'s filters do not admit them"
         if target_key != key:
             await self._store.log(record(
                 key, AttemptOutcome.REDELIVERY_QUEUED, event_ids=queued, started_at=self.clock(),
@@ -162,4 +211,24 @@ class Operations:
             ))  # fmt: skip
             self._observer.record_event(target_key, NORMAL, REDELIVERY_QUEUED, message)
         self._observer.record_event(key, NORMAL, REDELIVERY_QUEUED, message)
-        return RedeliveryResult(target=target_key, event_ids=queued, missing=missing)
+        return RedeliveryResult(target=target_key, event_ids=queued, missing=missing, filtered=filtered)
+
+    async def _admitted(self, key: str, events: list[QueuedEvent]) -> tuple[list[QueuedEvent], list[str]]:
+        """``events`` split by whether ``key``'s compiled filters (the ones the intake routes by) admit them. An
+        event that no longer decodes is not admitted. Parsed in slices with a yield between, so up to
+        ``MAX_REDELIVERY`` large events never hold the event loop for long."""
+        filters = self._dispatcher.worker(key).lane.filters
+        admitted: list[QueuedEvent] = []
+        refused: list[str] = []
+        for start in range(0, len(events), _ADMIT_SLICE):
+            for entry in events[start : start + _ADMIT_SLICE]:
+                try:
+                    ok = filters.matches(ChangeEvent.model_validate_json(entry.body))
+                except (ValueError, RecursionError):  # pydantic's ValidationError is a ValueError
+                    ok = False
+                if ok:
+                    admitted.append(entry)
+                else:
+                    refused.append(entry.event_id)
+            await asyncio.sleep(0)
+        return admitted, refused

@@ -71,6 +71,13 @@ class LaneQueue:
         found = [e for e in self._entries if e.qid in wanted]
         return found if len(found) == len(wanted) else None
 
+    def moved_out(self, up_to_qid: int, count: int) -> None:
+        """Every entry the store held for this webhook left in one commit (handed to its fallback): ``count`` of
+        them, all committed before the entry ``up_to_qid`` that commit created. Entries committed after it (and so
+        with higher qids) may already be here, and stay."""
+        self._entries = deque(e for e in self._entries if e.qid > up_to_qid)
+        self.total = max(0, self.total - count)
+
     def remove(self, batch: Sequence[QueuedEvent]) -> None:
         done = {e.qid for e in batch}
         popped = 0

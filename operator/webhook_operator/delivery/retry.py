@@ -103,16 +103,18 @@ def next_state(state: RetryState, event: Transition, policy: RetryPolicy, now: f
       delay for this attempt number, lower-bounded by Retry-After; schedule exhausted → ``retryLimitReached``;
     * resumed: not paused, schedule starts over, the held batch stays held and goes now;
     * skipped: nothing held, not paused, schedule starts over.
+
+    Leaving the paused state (resume, skip, a delivery) also ends an active fallback (``fallback`` None).
     """
     if isinstance(event, Resumed):
-        return dataclasses.replace(state, paused=None, attempts=0, next_attempt_at=None)
+        return dataclasses.replace(state, paused=None, attempts=0, next_attempt_at=None, fallback=None)
     if isinstance(event, Skipped):
-        return dataclasses.replace(state, held_qids=(), paused=None, attempts=0, next_attempt_at=None)
+        return dataclasses.replace(state, held_qids=(), paused=None, attempts=0, next_attempt_at=None, fallback=None)
     outcome = event.outcome
     if outcome.kind is OutcomeKind.SUCCESS:
         if not state.held_qids and not state.attempts and state.next_attempt_at is None and state.paused is None:
             return state  # the steady state: frozen, so sharing it is safe (and skips a copy per delivery)
-        return dataclasses.replace(state, held_qids=(), attempts=0, next_attempt_at=None, paused=None)
+        return dataclasses.replace(state, held_qids=(), attempts=0, next_attempt_at=None, paused=None, fallback=None)
     attempts = state.attempts + 1
     failed = dataclasses.replace(
         state, held_qids=tuple(event.qids), attempts=attempts, last_failed_at=now,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -19,6 +20,7 @@ from webhook_operator.api.events import ChangeEvent
 from webhook_operator.delivery.attempt import AttemptPipeline, delivery_id, record
 from webhook_operator.delivery.lane import Lane
 from webhook_operator.delivery.parsed import ParsedEvents
+from webhook_operator.delivery.related import FallbackPort
 from webhook_operator.delivery.retry import waiting_for
 from webhook_operator.store.base import (
     AttemptOutcome,
@@ -38,6 +40,8 @@ _MAX_REASON = 300
 BACKOFF = 1.0
 #: How long a shutdown waits for the last completion of a lane to commit.
 DRAIN_GRACE = 10.0
+#: Queue entries moved to the dead letters per commit (and per delivery-log line) by the queue limits.
+OVERDUE_PAGE = 1000
 
 
 def _decode_error(exc: Exception) -> str:
@@ -78,7 +82,7 @@ async def dead_letter(store: LaneStore, lane: Lane, entry: QueuedEvent, reason: 
                   event_ids=[entry.event_id], attempt=lane.retry.attempts, started_at=now,
                   note=f"event could not be decoded: {reason}; dead-lettered")  # fmt: skip
     await asyncio.shield(store.skip(lane.key, [entry.qid], line))  # memory follows only what is stored
-    lane.skipped([entry])
+    lane.skipped([entry], now)
     log.warning("event %s for %s could not be decoded and was dead-lettered: %s", entry.event_id, lane.key, reason)
 
 
@@ -132,8 +136,9 @@ class PipelinedCompletion:
 
 class LaneWorker:
     def __init__(self, lane: Lane, *, store: WorkerStore, pipeline: AttemptPipeline, parsed: ParsedEvents,
-                 notify: Callable[[Lane], None]) -> None:  # fmt: skip
+                 notify: Callable[[Lane], None], fallback: FallbackPort | None = None) -> None:  # fmt: skip
         self.lane = lane
+        self._fallback = fallback
         self._store = store
         self._pipeline = pipeline
         self._clock = pipeline.clock
@@ -145,16 +150,18 @@ class LaneWorker:
         self._completion = PipelinedCompletion(store, lane.key)
         self._closed = False
         self._waiting = False
+        self._limiting: asyncio.Task[int] | None = None
+        self._limit_again = False
 
     @property
     def busy(self) -> bool:
         """Whether the lane has work: a batch runnable, in flight, or waiting for its retry time."""
-        return self._task is not None
+        return self._task is not None or self._limiting is not None
 
     @property
     def sending(self) -> bool:
         """Whether a batch is runnable or in flight now (a lane that only waits for its retry time is not)."""
-        return self._task is not None and not self._waiting
+        return (self._task is not None and not self._waiting) or self._limiting is not None
 
     def kick(self) -> None:
         if self._closed:
@@ -168,16 +175,31 @@ class LaneWorker:
     async def close(self) -> None:
         """Stop sending; what was delivered is recorded (the last completion write awaited) before the store closes."""
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._limiting):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._completion.drain()
 
     async def _run(self) -> None:
         lane = self.lane
         try:
-            while not self._closed and lane.runnable:
+            while not self._closed and (lane.runnable or self._fallback_due() is not None):
+                if not lane.runnable:  # stalled with a usable fallback: hand the queue over, then stop
+                    try:
+                        async with self._lock:
+                            to = self._fallback_due()
+                            if to is not None and not await asyncio.shield(self._hand_over(to)):
+                                return  # nothing moved (the store had none left): never a hot loop
+                    except StoreUnavailable as exc:
+                        log.error("store unavailable while handing %s to its fallback: %s; retrying in 1 s",
+                                  lane.key, exc)  # fmt: skip
+                        await asyncio.sleep(BACKOFF)
+                    except Exception:  # a bug must not silently stall the lane until the next event
+                        log.exception("handing %s to its fallback failed unexpectedly; retrying in 1 s", lane.key)
+                        await asyncio.sleep(BACKOFF)
+                    continue
                 wait = waiting_for(lane.retry, self._clock())
                 if wait is not None:
                     self._wake.clear()
@@ -192,7 +214,8 @@ class LaneWorker:
                     return
                 try:
                     if not len(lane.queue):
-                        await lane.queue.page_in(self._store, lane.key)
+                        async with self._lock:  # never while the queue limits move entries out
+                            await lane.queue.page_in(self._store, lane.key)
                         continue
                     async with self._lock:
                         if lane.runnable and len(lane.queue):  # a skip or resume may have changed things
@@ -227,18 +250,50 @@ class LaneWorker:
         finally:
             self._notify(lane)  # the state changed in memory either way: status must say so
 
+    # -- fallback (issue 14) ------------------------------------------------------------------------------------
+
+    def _fallback_due(self) -> str | None:
+        return self._fallback.fallback_for(self.lane) if self._fallback is not None and not self.lane.runnable else None
+
+    async def _hand_over(self, to: str) -> bool:
+        """Move the held batch and everything queued behind it to ``to`` in one store commit (logged in both
+        delivery logs), and mark the fallback active. Under the lane lock, after the last completion committed.
+        Returns whether anything changed (the fallback began, or entries moved)."""
+        lane = self.lane
+        await self._completion.confirm()
+        activated = lane.fallback is None
+        retry = dataclasses.replace(lane.retry, held_qids=(), fallback=to)
+        now = self._clock()
+        line = record(lane.key, AttemptOutcome.SKIPPED, attempt=lane.retry.attempts, started_at=now,
+                      note=f"handed to fallback {to}")  # fmt: skip
+        to_line = record(to, AttemptOutcome.REDELIVERY_QUEUED, started_at=now,
+                         note=f"handed over by {lane.key} (this webhook is its fallback)")  # fmt: skip
+        entries = await self._store.hand_over(lane.key, to, lane.retry.held_qids, line, to_line, retry)
+        lane.handed_over(retry, entries, max((e.qid for e in entries), default=0))
+        assert self._fallback is not None
+        self._fallback.handed_over(lane, to, entries, activated)
+        self._notify(lane)
+        if entries:
+            log.warning("%s handed %d event(s) to its fallback %s", lane.key, len(entries), to)
+        return activated or bool(entries)
+
     # -- operator actions (shielded: a caller that goes away must not leave memory and store apart) ---------
 
     async def resume(self, who: str) -> bool:
         async with self._lock:
             return await asyncio.shield(self._resume(who))
 
-    async def _resume(self, who: str) -> bool:
+    async def hand_back(self, note: str) -> bool:
+        """End an active fallback (a test delivery succeeded): like resume, only when the fallback is active."""
+        async with self._lock:
+            return self.lane.fallback is not None and await asyncio.shield(self._resume("", note))
+
+    async def _resume(self, who: str, note: str = "") -> bool:
         lane = self.lane
         if lane.resumed():
             await self._store.save_retry_state(lane.key, lane.retry)
             await self._store.log(record(lane.key, AttemptOutcome.RESUMED, attempt=lane.retry.attempts,
-                                         started_at=self._clock(), note=f"resumed by {who}"))  # fmt: skip
+                                         started_at=self._clock(), note=note or f"resumed by {who}"))  # fmt: skip
             self._changed()
             return True
         return False
@@ -257,7 +312,7 @@ class LaneWorker:
                       attempt=lane.retry.attempts, started_at=self._clock(),
                       note=f"held batch skipped by {who}")  # fmt: skip
         await self._store.skip(lane.key, [e.qid for e in held], line)
-        lane.skipped(held)
+        lane.skipped(held, self._clock())
         self._changed()
         return ids
 
@@ -273,6 +328,71 @@ class LaneWorker:
     def append(self, entries: Sequence[QueuedEvent]) -> None:
         self.lane.queue.append(entries)
         self._changed()
+        if self.lane.over_cap:
+            self.enforce_cap()
+
+    # -- queue limits (issue 13, finding 4) -------------------------------------------------------------------
+
+    def enforce_cap(self) -> None:
+        """Move what is over ``maxQueued`` to the dead letters, in the background; one run at a time (appends
+        during a run make it look again), so a flood costs one trim per commit at most."""
+        if self._closed:
+            return
+        if self._limiting is not None:
+            self._limit_again = True
+            return
+        self._limiting = asyncio.create_task(self._enforce_cap(), name=f"limits:{self.lane.key}")
+
+    async def _enforce_cap(self) -> int:
+        moved = 0
+        try:
+            again = True
+            while again and not self._closed:
+                self._limit_again = False
+                moved += await self.dead_letter_overdue(None)
+                again = self._limit_again and self.lane.over_cap
+        except StoreUnavailable as exc:
+            log.error("store unavailable while applying the queue limits of %s: %s", self.lane.key, exc)
+        except Exception:  # a bug must not kill the lane; the next append or sweep tries again
+            log.exception("applying the queue limits of %s failed", self.lane.key)
+        finally:
+            self._limiting = None
+        return moved
+
+    async def dead_letter_overdue(self, received_before: float | None) -> int:
+        """Move the oldest entries over the cap, and those accepted before ``received_before``, to the dead
+        letters; never the held batch. Under the lane lock (so never beside an attempt, a skip or a page read),
+        after the last completion is committed (a delivered batch is not in the queue any more). Returns how
+        many moved."""
+        async with self._lock:
+            return await asyncio.shield(self._dead_letter_overdue(received_before))
+
+    async def _dead_letter_overdue(self, received_before: float | None) -> int:
+        lane, limits = self.lane, self.lane.limits
+        await self._completion.confirm()
+        keep = limits.trim_to() if lane.over_cap else None
+        if keep is None and received_before is None:
+            return 0
+        moved = 0
+        while True:
+            entries = await self._store.overdue(lane.key, keep=keep, received_before=received_before,
+                                                protect=lane.retry.held_qids, limit=OVERDUE_PAGE)  # fmt: skip
+            if not entries:
+                break
+            too_old = sum(1 for e in entries if received_before is not None and e.received_at < received_before)
+            reason = limits.reason(len(entries) - too_old, too_old)
+            now = self._clock()
+            line = record(lane.key, AttemptOutcome.SKIPPED, delivery=delivery_id(lane.key, entries),
+                          event_ids=[e.event_id for e in entries], started_at=now, note=reason)  # fmt: skip
+            await self._store.dead_letter(lane.key, [e.qid for e in entries], line)
+            lane.dead_lettered(entries, reason, now)
+            moved += len(entries)
+            log.warning("%s: %s", lane.key, reason)
+            if len(entries) < OVERDUE_PAGE:
+                break
+        if moved:
+            self._changed()
+        return moved
 
     def _changed(self) -> None:
         self._notify(self.lane)

@@ -105,7 +105,13 @@ _ACTIONS = {
     "entityDeleted": "was deleted",
     "entityRestored": "was restored",
     "webhookTest": "was tested (a test event from webhook-operator; nothing changed)",
+    # A related webhook's delivery-state transitions (spec.triggers, issue 14): "Webhook team-a.pagerduty is failing".
+    "webhookDeliveryFailing": "is failing",
+    "webhookRetryLimitReached": "reached its retry limit (delivery paused)",
+    "webhookDeliveryRecovered": "recovered (delivering again)",
 }
+#: Events about a webhook's own delivery: their action names the error the webhook's status shows.
+_WEBHOOK_STATE_EVENTS = frozenset({"webhookDeliveryFailing", "webhookRetryLimitReached"})
 #: Events whose changeDescription is not about this event (created: none; hard delete: the previous change).
 _NO_CHANGE_SUMMARY = frozenset({"entityCreated", "entityDeleted"})
 
@@ -125,8 +131,22 @@ def subject(event: ChangeEvent) -> str:
     return event.entity_id
 
 
+#: Markup characters in a receiver's error text, replaced by look-alikes that no chat client parses: ``<`` ``>``
+#: make Slack and Google Chat mentions and links (``<!channel>``, ``<users/all>``, ``<url|text>``) and Teams
+#: ``<at>`` tags; ``[`` ``]`` make markdown links (Teams). The format's own escaping still applies on top.
+_INERT = str.maketrans({"<": "\u2039", ">": "\u203a", "[": "(", "]": ")"})
+
+
+def inert(text: str) -> str:
+    """Text written by someone outside the cluster (a receiver's reason phrase or body), made unable to mention,
+    ping or link in any chat format: a receiver must not be able to speak through another webhook's channel."""
+    return text.translate(_INERT)
+
+
 def action(event: ChangeEvent) -> str:
-    return _ACTIONS.get(event.event_type, f"had event {event.event_type}")
+    phrase = _ACTIONS.get(event.event_type, f"had event {event.event_type}")
+    error = (event.entity or {}).get("error") if event.event_type in _WEBHOOK_STATE_EVENTS else None
+    return f"{phrase}: {inert(one_line(error))}" if isinstance(error, str) and error else phrase
 
 
 def title(event: ChangeEvent) -> str:

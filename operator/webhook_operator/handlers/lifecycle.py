@@ -44,7 +44,7 @@ async def startup(
     config: OperatorConfig = memo.config
     configure(settings, config)
     api = kube.api_client()
-    memo.secret_cache = kube.SecretCache(api)
+    memo.secret_cache = kube.SecretCache(api) if config.read_secrets else kube.NoSecretAccess()
     api_auth = KubernetesAuth(api) if config.api_auth == "kubernetes" else None  # else: the intake's tokens
     service = OperatorService(config, api=api, secrets=memo.secret_cache, api_auth=api_auth)
     await service.start()

@@ -15,17 +15,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from aiohttp import ClientPayloadError, web
 from aiohttp.http import HttpProcessingError, HttpVersion11
 
-from webhook_operator.intake.auth import Authenticator, BearerAuth, Handler, SignatureVerifier, TokenSource, requires
+from webhook_operator.intake.auth import (
+    Authenticator,
+    BearerAuth,
+    Handler,
+    SignatureVerifier,
+    TokenSource,
+    check_signature_format,
+    requires,
+)
 from webhook_operator.intake.errors import IntakeError
 from webhook_operator.intake.openapi import EVENTS_PATH, OPENAPI_PATH, RETRY_AFTER_SECONDS, render_openapi
 from webhook_operator.intake.parsing import DEFAULT_MAX_EVENTS, ParsedPost, parse_events
+from webhook_operator.intake.protocol_log import protocol_logger
 from webhook_operator.intake.submitter import Submitter
-from webhook_operator.store.base import StoreUnavailable
+from webhook_operator.store.base import StoreFull, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +104,8 @@ class EventIntake:
         self.ready = ready
 
     def precheck(self, request: web.Request) -> None:
-        """Checks that need no body: 415, 413 by Content-Length, 503 while not ready."""
+        """Checks that need no body: 415, 413 by Content-Length, 400 for a malformed signature header (no secret),
+        503 while not ready."""
         if not is_json_content_type(request.content_type):
             given = request.headers.get("Content-Type", "none")
             raise IntakeError(415, f"Content-Type must be application/json, not {given}")
@@ -103,6 +115,8 @@ class EventIntake:
         length = request.content_length
         if length is not None and length > self.max_body:
             raise IntakeError(413, f"body of {length} bytes is larger than the limit of {self.max_body}", close=True)
+        if self.verifier is None:  # with a secret, verify() judges the signature headers (401)
+            check_signature_format(request.headers)
         if not self.ready():
             raise _unavailable("not ready: the operator is still loading Webhooks; retry shortly")
 
@@ -150,6 +164,9 @@ class EventIntake:
             return web.json_response({"accepted": 0, "duplicates": 0, "queued": 0}, status=200)
         try:
             result = await self.submitter.submit(parsed.events, parsed.bodies)
+        except StoreFull as exc:  # over --store-max-bytes: refused before the volume is full (issue 13, finding 4)
+            log.error("refusing %d event(s): %s", len(parsed.events), exc)
+            raise IntakeError(507, str(exc), headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
         except StoreUnavailable as exc:
             log.error("refusing %d event(s): store unavailable: %s", len(parsed.events), exc)
             raise _unavailable("event store unavailable: nothing was accepted; retry shortly") from None
@@ -177,7 +194,10 @@ def build_app(
     intake = EventIntake(submitter, auth, verifier=verifier, max_body=max_body, max_events=max_events, ready=ready)
     # After a refusal sent before the body was read (413, 401 on 100-continue), aiohttp keeps reading and discarding
     # the upload for ``lingering_time`` so the client sees the answer instead of a reset; bound that waste to 2 s.
-    app = web.Application(middlewares=[json_errors], handler_args={"lingering_time": _LINGER_SECONDS})
+    # ``logger``: a request aiohttp cannot parse (a NUL in a header, a bad chunk size) is the client's mistake, logged
+    # in one line instead of an ERROR with a traceback that any client could write into the log (issue 13, item 11).
+    app = web.Application(middlewares=[json_errors],
+                          handler_args={"lingering_time": _LINGER_SECONDS, "logger": protocol_logger()})  # fmt: skip
     # Auth runs inside EventIntake.post (not via requires()) because the 100-continue handler needs it too.
     app.router.add_post(EVENTS_PATH, intake.post, expect_handler=intake.expect)
     document = render_openapi()
@@ -187,6 +207,51 @@ def build_app(
 
     add_routes(app, [web.get(OPENAPI_PATH, openapi)], auth=None)
     return app
+
+
+class ServerTLS:
+    """The listener's TLS context: certificate chain and key (PEM), TLS 1.2 or later, Python's default ciphers.
+
+    Loaded at start-up; an unreadable or mismatched pair raises ValueError naming the flags, so a broken Secret stops
+    the operator at once instead of serving plain HTTP or failing every handshake later. ``reload_if_changed`` (the
+    service calls it periodically) loads new files into the *same* context, which the running server keeps using, so
+    new connections get a rotated certificate without a restart. A Secret volume rotates by swapping a symlink, which
+    changes the inode; the new pair is tried on a scratch context first, and a broken one is logged and ignored
+    (the old certificate stays) until the files change again.
+    """
+
+    def __init__(self, cert_file: Path, key_file: Path) -> None:
+        self.cert_file, self.key_file = Path(cert_file), Path(key_file)
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self._stamp = self._current_stamp()
+        try:
+            self.context.load_cert_chain(self.cert_file, self.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"--tls-cert-file {cert_file} / --tls-key-file {key_file} unusable: {exc}") from None
+
+    def _current_stamp(self) -> tuple[tuple[int, int, int, int], ...] | None:
+        try:
+            stats = [path.stat() for path in (self.cert_file, self.key_file)]
+        except OSError:
+            return None
+        return tuple((st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino) for st in stats)
+
+    def reload_if_changed(self) -> bool:
+        """Load the files again if they changed since the last look; True when the new pair is now served."""
+        stamp = self._current_stamp()
+        if stamp is None or stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(self.cert_file, self.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            log.error("TLS certificate %s / key %s changed but are unusable (%s); still serving the previous one",
+                      self.cert_file, self.key_file, exc)  # fmt: skip
+            return False
+        self.context.load_cert_chain(self.cert_file, self.key_file)
+        log.info("TLS certificate reloaded from %s", self.cert_file)
+        return True
 
 
 def add_routes(app: web.Application, routes: Iterable[web.RouteDef], *, auth: Authenticator | None) -> None:

@@ -12,6 +12,9 @@ accepted, computed over the exact raw body, since re-serialising would change th
 
 Authentication is a per-route decorator (``requires``) over an ``Authenticator`` protocol rather than an app-wide
 middleware, because the operations API mounted on the same app authenticates differently (Kubernetes TokenReview).
+That one is expensive per unknown caller, so this module also has the bounded pieces it uses to stay cheap for
+attackers (issue 13, finding 8): ``TtlCache`` (answers by token digest, never by token) and ``RateLimiter`` (token
+buckets per client address, 429 when empty).
 """
 
 from __future__ import annotations
@@ -21,12 +24,16 @@ import binascii
 import functools
 import hashlib
 import hmac
+import ipaddress
 import logging
+import math
 import os
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+import re
+import time
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from aiohttp import web
 
@@ -130,6 +137,13 @@ class Authenticator(Protocol):
     async def authenticate(self, request: web.Request) -> None: ...
 
 
+@runtime_checkable
+class Closeable(Protocol):
+    """An authenticator that holds resources (threads) to release when the server stops."""
+
+    def close(self) -> None: ...
+
+
 def requires(auth: Authenticator) -> Callable[[Handler], Handler]:
     """Route decorator: run ``auth`` before the handler."""
 
@@ -196,6 +210,102 @@ class BearerAuth:
         request[CALLER] = Caller("token:" + hashlib.sha256(token.encode("utf-8")).hexdigest()[:8])
 
 
+# --- bounded caches and rate limits for expensive authenticators ----------------------------------------------------
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class TtlCache(Generic[K, V]):
+    """Entries that expire ``ttl`` seconds after they were put, at most ``max_entries`` of them.
+
+    When full, expired entries go first, then the oldest ones: an attacker who floods the cache with new keys only
+    pushes out older answers (which just cost a review again), never grows memory.
+    """
+
+    def __init__(self, ttl: float, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl, self.max_entries, self._clock = ttl, max_entries, clock
+        self._items: dict[K, tuple[float, V]] = {}
+
+    def get(self, key: K) -> V | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        if item[0] <= self._clock():
+            del self._items[key]
+            return None
+        return item[1]
+
+    def put(self, key: K, value: V) -> None:
+        self._items.pop(key, None)
+        if len(self._items) >= self.max_entries:
+            now = self._clock()
+            for stale in [k for k, (until, _) in self._items.items() if until <= now]:
+                del self._items[stale]
+            while len(self._items) >= self.max_entries:
+                del self._items[next(iter(self._items))]
+        self._items[key] = (self._clock() + self.ttl, value)
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(list(self._items))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def client_key(remote: str | None) -> str:
+    """The rate-limit identity of a peer address: the IPv4 address, or the /64 of an IPv6 one (one host usually
+    owns a whole /64, so per-address buckets would be free to multiply). Forwarding headers are not trusted."""
+    if not remote:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(remote.split("%", 1)[0])
+    except ValueError:
+        return remote
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+class RateLimiter:
+    """A token bucket per client: ``rate`` tokens a second, at most ``burst``; ``charge`` takes one or raises 429.
+
+    At most ``max_clients`` buckets are kept: when full, buckets that have refilled (idle clients, which a new bucket
+    would equal) are dropped, then the oldest.
+    """
+
+    def __init__(self, rate: float = 10.0, burst: float = 20.0, *, max_clients: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be positive and burst at least 1")
+        self.rate, self.burst, self.max_clients, self._clock = rate, burst, max_clients, clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, when counted)
+
+    def _tokens(self, client: str, now: float) -> float:
+        tokens, stamp = self._buckets.get(client, (self.burst, now))
+        return min(self.burst, tokens + (now - stamp) * self.rate)
+
+    def charge(self, client: str, what: str = "authentication failures and reviews") -> None:
+        now = self._clock()
+        tokens = self._tokens(client, now)
+        if client not in self._buckets and len(self._buckets) >= self.max_clients:
+            for idle in [c for c in self._buckets if self._tokens(c, now) >= self.burst]:
+                del self._buckets[idle]
+            while len(self._buckets) >= self.max_clients:
+                del self._buckets[next(iter(self._buckets))]
+        if tokens < 1.0:
+            self._buckets[client] = (tokens, now)
+            wait = max(1, math.ceil((1.0 - tokens) / self.rate))
+            raise IntakeError(429, f"too many {what} from {client}; retry in {wait} s",
+                              headers={"Retry-After": str(wait)})  # fmt: skip
+        self._buckets[client] = (tokens - 1.0, now)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
 # --- signatures ------------------------------------------------------------------------------------------------------
 
 
@@ -227,6 +337,28 @@ _SCHEMES: tuple[tuple[str, str, Callable[[str], bytes | None]], ...] = (
     (SEED_SIGNATURE_HEADER, "hex", _decode_hex),
 )
 
+#: The exact shape of each signature header (an HMAC-SHA256 is 32 bytes: 44 base64 characters, 64 hex digits), as
+#: the OpenAPI document states it (issue 13, item 11). A header that is present must have it, secret or not.
+SIGNATURE_PATTERNS = {
+    OM_SIGNATURE_HEADER: r"^sha256=[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$",
+    SEED_SIGNATURE_HEADER: r"^sha256=[0-9a-fA-F]{64}$",
+}
+_SIGNATURE_SHAPES = {name: re.compile(pattern) for name, pattern in SIGNATURE_PATTERNS.items()}
+
+
+def _malformed(name: str, encoding: str) -> str:
+    return f"{name} is malformed: expected sha256=<{encoding} HMAC-SHA256 of the body>"
+
+
+def check_signature_format(headers: Mapping[str, str]) -> None:
+    """400 for a signature header that is present but not a signature, when the intake has no secret to check it
+    against: the sender has a bug (or sends to the wrong place), and ignoring what the API documents as malformed
+    would hide it. A well-formed signature is accepted unchecked (OpenMetadata may sign while the intake does not)."""
+    for name, encoding, _ in _SCHEMES:
+        value = headers.get(name)
+        if value and not _SIGNATURE_SHAPES[name].fullmatch(value):  # empty is absent, as on the verifier's side
+            raise IntakeError(400, _malformed(name, encoding))
+
 
 class SignatureVerifier:
     """Checks ``X-OM-Signature`` (base64) and/or ``X-OpenMetadata-Signature`` (hex) against the raw body.
@@ -243,7 +375,7 @@ class SignatureVerifier:
 
     def verify(self, headers: Mapping[str, str], body: bytes) -> None:
         expected = hmac.new(self._secret, body, hashlib.sha256).digest()
-        present = [(name, headers.get(name), encoding, decode) for name, encoding, decode in _SCHEMES]
+        present = [(name, headers.get(name) or None, encoding, decode) for name, encoding, decode in _SCHEMES]
         if all(value is None for _, value, _, _ in present):
             raise IntakeError(401, f"missing signature: send {OM_SIGNATURE_HEADER}: sha256=<base64 HMAC-SHA256> "
                                    f"(or {SEED_SIGNATURE_HEADER}: sha256=<hex>) of the raw body")  # fmt: skip
@@ -251,8 +383,8 @@ class SignatureVerifier:
             if value is None:
                 continue
             value = value.strip()
-            raw = decode(value[len(SIGNATURE_PREFIX) :]) if value.lower().startswith(SIGNATURE_PREFIX) else None
+            raw = decode(value[len(SIGNATURE_PREFIX) :]) if _SIGNATURE_SHAPES[name].fullmatch(value) else None
             if raw is None:
-                raise IntakeError(401, f"{name} is malformed: expected sha256=<{encoding} HMAC-SHA256 of the body>")
+                raise IntakeError(401, _malformed(name, encoding))
             if not hmac.compare_digest(raw, expected):
                 raise IntakeError(401, f"{name} does not match the body (wrong secret, or the body was altered)")

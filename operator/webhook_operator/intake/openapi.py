@@ -1,9 +1,17 @@
 """The OpenAPI 3.1 document of the intake, generated from the ChangeEvent model so it cannot drift from the code.
 
 The request schemas are the pydantic JSON schema of ``ChangeEvent`` (OpenAPI 3.1 is JSON Schema 2020-12, so it is
-used as-is), with one correction: ``entity`` is declared as an object *or a JSON string*, which the model accepts
-through a validator the JSON schema cannot see. The document is committed as ``docs/openapi/intake.json`` and a test
-fails when it differs from what this module renders; regenerate with::
+used as-is), corrected where the model's validators accept what its JSON schema cannot see: ``entity`` as an object
+*or a JSON string* (an object's text, or ``null``), change lists that are ``null``.
+
+The document is exact (issue 13, item 11): what it calls valid the code accepts, what it calls invalid the code
+refuses, and every refusal is documented. ``tests/e2e/test_fuzz.py`` holds the two to that with schemathesis and all
+its checks against the running operator. Patterns come from the modules that enforce them (``intake.operations``,
+``intake.auth``), so they are written once. What JSON Schema cannot say is in the descriptions: the nesting limit
+(``MAX_DEPTH``), the configurable size limits (413), an empty redelivery range (409).
+
+The document is committed as ``docs/openapi/intake.json`` and a test fails when it differs from what this module
+renders; regenerate with::
 
     .venv/bin/python -m webhook_operator.intake.openapi > docs/openapi/intake.json
 """
@@ -18,22 +26,23 @@ from typing import Any
 from webhook_operator import __version__
 from webhook_operator.api.events import LIFECYCLE_EVENT_TYPES, ChangeEvent
 from webhook_operator.api.limits import MAX_DEPTH
-from webhook_operator.api.operations import MAX_REDELIVERY
-from webhook_operator.intake.auth import OM_SIGNATURE_HEADER, SEED_SIGNATURE_HEADER
-from webhook_operator.intake.operations import WEBHOOK_PATH
+from webhook_operator.intake.auth import OM_SIGNATURE_HEADER, SEED_SIGNATURE_HEADER, SIGNATURE_PATTERNS
+from webhook_operator.intake.openapi_operations import (
+    REF_TEMPLATE,
+    error_response,
+    operations_paths,
+    operations_schemas,
+    ref,
+)
 from webhook_operator.intake.parsing import DEFAULT_MAX_EVENTS
-from webhook_operator.store.base import AttemptOutcome
 
 EVENTS_PATH = "/api/v1/events"
 OPENAPI_PATH = "/api/v1/openapi.json"
 RETRY_AFTER_SECONDS = 5
 
-_REF = "#/components/schemas/{model}"
 _JSON_OBJECT = {"application/json": {"schema": {"type": "object"}}}
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": _REF.format(model=name)}
+#: JSON's own whitespace (RFC 8259), not ECMA-262's ``\s``, which also takes Unicode spaces JSON does not.
+_JSON_SPACE = r"[ \t\n\r]*"
 
 
 def _drop_property_titles(schema: dict[str, Any]) -> None:
@@ -43,7 +52,7 @@ def _drop_property_titles(schema: dict[str, Any]) -> None:
 
 
 def _event_schemas() -> dict[str, dict[str, Any]]:
-    schema = copy.deepcopy(ChangeEvent.model_json_schema(by_alias=True, ref_template=_REF, mode="validation"))
+    schema = copy.deepcopy(ChangeEvent.model_json_schema(by_alias=True, ref_template=REF_TEMPLATE, mode="validation"))
     schemas: dict[str, dict[str, Any]] = schema.pop("$defs", {})
     schemas["ChangeEvent"] = schema
     for item in schemas.values():
@@ -52,135 +61,29 @@ def _event_schemas() -> dict[str, dict[str, Any]]:
     props["entity"] = {
         "anyOf": [
             {"type": "object", "additionalProperties": True},
-            {"type": "string", "contentMediaType": "application/json"},
+            {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"type": ["object", "null"]},
+                # An object's text or null: a JSON text of any other type is refused, and so is a string that is not
+                # JSON at all (contentMediaType; NaN and Infinity are not JSON either).
+                "pattern": f"^{_JSON_SPACE}(\\{{[\\s\\S]*\\}}|null){_JSON_SPACE}$",
+            },
             {"type": "null"},
         ],
         "default": None,
         "description": "The entity after the change: an object, or the same object as JSON text (what current "
-        "OpenMetadata servers send). A string that is not JSON is refused.",
+        f"OpenMetadata servers send), nested at most {MAX_DEPTH} levels. A string that is not the JSON text of an "
+        "object (or null) is refused.",
     }
     props["eventType"]["description"] = (
         "Any value is accepted; Webhook filters can match " + ", ".join(LIFECYCLE_EVENT_TYPES) + "."
     )
+    for name in ("fieldsAdded", "fieldsUpdated", "fieldsDeleted"):  # the model reads null as an empty list
+        change_list = schemas["ChangeDescription"]["properties"][name]
+        change_list["type"] = ["array", "null"]
+        change_list["description"] = "null is the same as []."
     return schemas
-
-
-def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    response: dict[str, Any] = {
-        "description": description,
-        "content": {"application/json": {"schema": _ref("Error")}},
-    }
-    if headers:
-        response["headers"] = headers
-    return response
-
-
-def _operations_schemas() -> dict[str, dict[str, Any]]:
-    nullable_int = {"type": ["integer", "null"]}
-    nullable_text = {"type": ["string", "null"]}
-    text = {"type": "string"}
-    return {
-        "DeliveryLogEntry": {
-            "type": "object",
-            "description": "One HTTP attempt, or one operation (note says what and who asked). Secrets masked.",
-            "properties": {
-                "id": {"type": "integer"}, "time": {"type": "string", "format": "date-time"},
-                "outcome": {"enum": [o.value for o in AttemptOutcome]}, "attempt": {"type": "integer"},
-                "deliveryId": text, "eventIds": {"type": "array", "items": text}, "statusCode": nullable_int,
-                "durationMs": {"type": "number"}, "error": nullable_text,
-                "responseBody": {"type": "string", "description": "The receiver's answer, first 1024 characters."},
-                "note": text,
-            },
-        },
-        "DeliveryLogPage": {
-            "type": "object",
-            "properties": {
-                "webhook": text, "items": {"type": "array", "items": _ref("DeliveryLogEntry")},
-                "next": {"type": ["string", "null"], "description": "Cursor of the next page; null on the last."},
-            },
-        },
-        "TestResult": {
-            "type": "object",
-            "description": "The test delivery, as also written to status.lastTest.",
-            "properties": {
-                "time": {"type": "string", "format": "date-time"}, "success": {"type": "boolean"},
-                "statusCode": nullable_int, "latencyMs": {"type": "number"}, "error": nullable_text,
-                "eventId": text, "requestedBy": text, "trigger": nullable_text, "message": text,
-            },
-        },
-        "OperationResult": {
-            "type": "object",
-            "properties": {"message": text, "skipped": {"type": "array", "items": text}},
-        },
-        "RedeliverRequest": {
-            "type": "object",
-            "additionalProperties": False,
-            "description": "Either eventIds, or since (and until): the events this Webhook delivered or skipped that "
-            "were accepted in [since, until). Times are RFC 3339 or ages (2h).",
-            "properties": {
-                "eventIds": {"type": "array", "items": text, "maxItems": MAX_REDELIVERY}, "since": text,
-                "until": text, "to": {"type": "string", "description": "Another Webhook in the same namespace."},
-            },
-        },
-        "RedeliverResult": {
-            "type": "object",
-            "properties": {"target": text, "queued": {"type": "array", "items": text},
-                           "missing": {"type": "array", "items": text}, "message": text},
-        },
-    }  # fmt: skip
-
-
-def _operations_paths(www_authenticate: dict[str, Any], retry_after: dict[str, Any]) -> dict[str, Any]:
-    def json_body(name: str) -> dict[str, Any]:
-        return {"content": {"application/json": {"schema": _ref(name)}}}
-
-    def errors(*statuses: str) -> dict[str, Any]:
-        texts = {
-            "400": _error(
-                f"A bad parameter or body, e.g. one nested deeper than {MAX_DEPTH} levels (named in `error`)."
-            ),
-            "401": _error("No token, or one the API server (TokenReview) does not accept.", www_authenticate),
-            "403": _error("The caller may not get (read) or patch (operate) this Webhook (SubjectAccessReview)."),
-            "404": _error("No such Webhook served by this operator."),
-            "409": _error("Nothing to do in the Webhook's current state (nothing held, disabled target, ...)."),
-            "503": _error("The Kubernetes API could not be asked about the caller; retry.", retry_after),
-        }
-        return {status: texts[status] for status in statuses}
-
-    webhook = [
-        {"name": "namespace", "in": "path", "required": True, "schema": {"type": "string"}},
-        {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
-    ]
-    query = [
-        {"name": "status", "in": "query", "schema": {"enum": [o.value for o in AttemptOutcome]}},
-        {"name": "since", "in": "query", "schema": {"type": "string"}, "description": "RFC 3339 or an age (1h)."},
-        {"name": "until", "in": "query", "schema": {"type": "string"}, "description": "RFC 3339 or an age."},
-        {"name": "cursor", "in": "query", "schema": {"type": "string"}, "description": "`next` of the last page."},
-        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
-    ]
-    security: list[dict[str, list[str]]] = [{"kubernetesToken": []}]
-
-    def post(op: str, summary: str, result: str, status: str = "200", **extra: Any) -> dict[str, Any]:
-        return {"post": {"operationId": op, "summary": summary, "security": security, "parameters": webhook,
-                         **extra, "responses": {status: {"description": summary, **json_body(result)},
-                                                **errors("400", "401", "403", "404", "409", "503")}}}  # fmt: skip
-
-    base = WEBHOOK_PATH
-    return {
-        base + "/deliveries": {"get": {
-            "operationId": "getDeliveries", "summary": "The Webhook's delivery log, oldest first (docs/operations.md)",
-            "security": security, "parameters": webhook + query,
-            "responses": {"200": {"description": "A page of the log.", **json_body("DeliveryLogPage")},
-                          **errors("400", "401", "403", "404", "503")},
-        }},
-        base + "/test": post("testWebhook", "Send a synthetic test event; the result is also status.lastTest",
-                             "TestResult"),
-        base + "/resume": post("resumeWebhook", "Send the held batch now", "OperationResult"),
-        base + "/skip": post("skipHeldBatch", "Drop the held batch (logged) and go on", "OperationResult"),
-        base + "/redeliver": post("redeliverEvents", "Queue past events again, in acceptance order",
-                                  "RedeliverResult", "202",
-                                  requestBody={"required": True, **json_body("RedeliverRequest")}),
-    }  # fmt: skip
 
 
 def openapi_document() -> dict[str, Any]:
@@ -189,7 +92,7 @@ def openapi_document() -> dict[str, Any]:
     schemas |= {
         "ChangeEventBatch": {
             "type": "array",
-            "items": _ref("ChangeEvent"),
+            "items": ref("ChangeEvent"),
             "minItems": 1,
             "maxItems": DEFAULT_MAX_EVENTS,
             "description": f"Several events; all valid or none accepted. At most {DEFAULT_MAX_EVENTS:,} by default "
@@ -198,7 +101,7 @@ def openapi_document() -> dict[str, Any]:
         "ChangeEventList": {
             "type": "object",
             "required": ["data"],
-            "properties": {"data": _ref("ChangeEventBatch"), "paging": {"type": "object"}},
+            "properties": {"data": ref("ChangeEventBatch"), "paging": {"description": "Ignored, whatever it is."}},
             "description": "The list shape of OpenMetadata's legacy webhook publisher; `paging` is ignored.",
         },
         "DestinationTest": {
@@ -225,7 +128,7 @@ def openapi_document() -> dict[str, Any]:
                 },
             },
         },
-        **_operations_schemas(),
+        **operations_schemas(),
         "Error": {
             "type": "object",
             "required": ["error", "status"],
@@ -241,15 +144,16 @@ def openapi_document() -> dict[str, Any]:
             "in": "header",
             "required": False,
             "description": "OpenMetadata's signature: sha256=<base64 HMAC-SHA256(secret, raw body)>. Required (this "
-            "or the next) when the intake has an HMAC secret.",
-            "schema": {"type": "string", "pattern": "^sha256=[A-Za-z0-9+/]+={0,2}$"},
+            "or the next) when the intake has an HMAC secret. Without a secret a well-formed signature is ignored "
+            "and a malformed one refused (400).",
+            "schema": {"type": "string", "pattern": SIGNATURE_PATTERNS[OM_SIGNATURE_HEADER]},
         },
         {
             "name": SEED_SIGNATURE_HEADER,
             "in": "header",
             "required": False,
             "description": "The seed's signature: sha256=<hex HMAC-SHA256(secret, raw body)>.",
-            "schema": {"type": "string", "pattern": "^sha256=[0-9a-fA-F]{64}$"},
+            "schema": {"type": "string", "pattern": SIGNATURE_PATTERNS[SEED_SIGNATURE_HEADER]},
         },
     ]
     retry_after = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before retrying."}}
@@ -267,10 +171,11 @@ def openapi_document() -> dict[str, Any]:
                 "application/json": {
                     "schema": {
                         "anyOf": [
-                            _ref("ChangeEvent"),
-                            _ref("ChangeEventBatch"),
-                            _ref("ChangeEventList"),
-                            _ref("DestinationTest"),
+                            # An object with `data` is read as the list shape, whatever else it holds.
+                            {"allOf": [ref("ChangeEvent"), {"not": {"required": ["data"]}}]},
+                            ref("ChangeEventBatch"),
+                            ref("ChangeEventList"),
+                            ref("DestinationTest"),
                         ]
                     }
                 }
@@ -279,20 +184,28 @@ def openapi_document() -> dict[str, Any]:
         "responses": {
             "200": {
                 "description": "A destination test ping; nothing stored.",
-                "content": {"application/json": {"schema": _ref("SubmitResult")}},
+                "content": {"application/json": {"schema": ref("SubmitResult")}},
             },
             "202": {
                 "description": "Stored and routed.",
-                "content": {"application/json": {"schema": _ref("SubmitResult")}},
+                "content": {"application/json": {"schema": ref("SubmitResult")}},
             },
-            "400": _error(
-                "Not JSON, not a ChangeEvent, an empty batch, a field is invalid, or the body (or a "
-                f"string-valued `entity`) is nested deeper than {MAX_DEPTH} levels (named in `error`)."
+            "400": error_response(
+                "Not JSON, not a ChangeEvent, an empty batch, a field is invalid, the body (or a "
+                f"string-valued `entity`) is nested deeper than {MAX_DEPTH} levels, or a signature header is "
+                "malformed while the intake has no secret (named in `error`)."
             ),
-            "401": _error("Missing or wrong bearer token, or missing or wrong signature.", www_authenticate),
-            "413": _error("Body larger than the configured limit, or too many events in one post."),
-            "415": _error("Content-Type is not application/json (or a +json type)."),
-            "503": _error("Not ready (Webhooks still loading) or the store is unavailable; retry.", retry_after),
+            "401": error_response("Missing or wrong bearer token, or missing or wrong signature.", www_authenticate),
+            "413": error_response("Body larger than the configured limit, or too many events in one post."),
+            "415": error_response("Content-Type is not application/json (or a +json type)."),
+            "503": error_response(
+                "Not ready (Webhooks still loading) or the store is unavailable; retry.", retry_after
+            ),
+            "507": error_response(
+                "The event store is over its space budget (--store-max-bytes, named in `error`): nothing was "
+                "accepted; retry later, when queues have drained or retention has freed space.",
+                retry_after,
+            ),
         },
     }
     return {
@@ -313,7 +226,7 @@ def openapi_document() -> dict[str, Any]:
         "security": [{"bearerAuth": []}],
         "paths": {
             EVENTS_PATH: {"post": post},
-            **_operations_paths(www_authenticate, retry_after),
+            **operations_paths(www_authenticate, retry_after),
             OPENAPI_PATH: {
                 "get": {
                     "operationId": "getOpenAPI",

@@ -17,8 +17,10 @@ permission that the request annotations need.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -26,6 +28,7 @@ from aiohttp import web
 from webhook_operator.api.limits import deeper_than, depth_message
 from webhook_operator.api.operations import (
     MAX_REDELIVERY,
+    MAX_TIME,
     OperationError,
     RedeliverRequest,
     RedeliveryResult,
@@ -40,7 +43,25 @@ from webhook_operator.store.base import AttemptOutcome, AttemptQuery, AttemptRec
 WEBHOOK_PATH = "/api/v1/namespaces/{namespace}/webhooks/{name}"
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 MAX_RESPONSE_BODY = 1024  # characters of a receiver's answer shown per log line
-_MAX_REQUEST_BODY = 1024 * 1024
+MAX_REQUEST_BODY = 1024 * 1024
+
+# What the parameters look like, written once for the code below and the OpenAPI document (intake/openapi.py), so
+# the document is exactly as strict as the code (issue 13, item 11: checked by fuzzing). ASCII classes only: the
+# document's readers use ECMA-262 regular expressions, where ``\d`` is ASCII, and Python's ``\d`` is not.
+#: RFC 3339 with a zone (the calendar check is ``format: date-time`` in the document, ``fromisoformat`` here).
+RFC3339_PATTERN = (r"^(?!0000)[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:"
+                   r"([0-5][0-9]|60)(\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")  # fmt: skip
+#: An age: that long before now (bounded, so it is always a finite time).
+AGE_PATTERN = r"^[0-9]{1,9}(\.[0-9]{1,9})?[smhd]$"
+#: A page cursor: the ``next`` of the previous page (a log line id; bounded to what SQLite's integers hold).
+CURSOR_PATTERN = r"^[0-9]{1,18}$"
+#: A Webhook name (``to``): a Kubernetes object name.
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+NAME_MAX_LENGTH = 253
+_RFC3339, _AGE, _CURSOR, _NAME = (re.compile(p) for p in (RFC3339_PATTERN, AGE_PATTERN, CURSOR_PATTERN, NAME_PATTERN))
+_TIME_FORMS = "RFC 3339 with a zone (2026-03-04T18:00:00Z) or an age (90s, 15m, 2h, 7d)"
+#: API times are clamped to [the epoch, api.operations.MAX_TIME], the range every stored time lies in.
+_LATEST = MAX_TIME
 
 
 class OperationsBackend(Protocol):
@@ -92,25 +113,45 @@ def _bad(message: str) -> IntakeError:
     return IntakeError(400, message)
 
 
+def parse_api_time(name: str, value: Any, now: float) -> float:
+    """``since``/``until`` on the HTTP API: exactly ``RFC3339_PATTERN`` (a real calendar time) or ``AGE_PATTERN``.
+
+    Stricter than ``parse_time`` (which annotations use), which also takes what ``datetime.fromisoformat`` takes
+    beyond RFC 3339 (``20260304T1800Z``, no seconds, surrounding spaces). A leap second (``:60``) is valid at
+    23:59 UTC only, as JSON Schema's ``date-time`` has it, and counts as the next second. The result is clamped
+    to [1970, 9999] (nothing the operator stores lies outside; found by fuzzing: ``since=76922304.7h`` was a 500).
+    """
+    if isinstance(value, str) and _AGE.fullmatch(value):
+        return min(max(parse_time(value, now), 0.0), _LATEST)
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise _bad(f"{name}: invalid time {value!r}: use {_TIME_FORMS}")
+    leap = value[17:19] == "60"
+    try:
+        moment = parse_time(value[:17] + "59" + value[19:] if leap else value, now)
+    except ValueError:  # the shape is right, the calendar is not (2026-02-30)
+        raise _bad(f"{name}: invalid time {value!r}: no such date or time") from None
+    if leap and datetime.fromtimestamp(moment, UTC).strftime("%H:%M") != "23:59":
+        raise _bad(f"{name}: invalid time {value!r}: a leap second is 23:59:60 UTC")
+    return min(max(moment + 1.0 if leap else moment, 0.0), _LATEST)
+
+
 def parse_query(params: Any, now: float) -> AttemptQuery:
-    """``status`` (an outcome), ``since``/``until`` (RFC 3339 or an age such as 1h), ``cursor``, ``limit``."""
+    """``status`` (an outcome), ``since``/``until`` (RFC 3339 or an age such as 1h), ``cursor``, ``limit``.
+
+    A parameter that is present is checked even when empty: ``?status=`` is not "any status", it is a mistake.
+    """
     outcome = None
-    if params.get("status"):
+    if "status" in params:
         try:
             outcome = AttemptOutcome(params["status"])
         except ValueError:
             known = ", ".join(o.value for o in AttemptOutcome)
             raise _bad(f"status must be one of {known}, not {params['status']!r}") from None
-    bounds: dict[str, float | None] = {}
-    for name in ("since", "until"):
-        try:
-            bounds[name] = parse_time(params[name], now) if params.get(name) else None
-        except ValueError as exc:
-            raise _bad(f"{name}: {exc}") from None
-    cursor = params.get("cursor") or None
-    if cursor is not None and not (cursor.isascii() and cursor.isdigit()):
+    bounds = {name: parse_api_time(name, params[name], now) if name in params else None for name in ("since", "until")}
+    cursor = params.get("cursor")
+    if cursor is not None and not _CURSOR.fullmatch(cursor):
         raise _bad("cursor must be the 'next' value of a previous page")
-    limit_text = params.get("limit") or str(DEFAULT_LIMIT)
+    limit_text = params.get("limit", str(DEFAULT_LIMIT))
     if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= MAX_LIMIT:
         raise _bad(f"limit must be a number from 1 to {MAX_LIMIT}")
     return AttemptQuery(outcome=outcome, since=bounds["since"], until=bounds["until"],
@@ -118,22 +159,29 @@ def parse_query(params: Any, now: float) -> AttemptQuery:
 
 
 def parse_redeliver_body(data: Any, now: float) -> RedeliverRequest:
+    """The redeliver body, exactly as the OpenAPI document's ``RedeliverRequest`` describes it: ``eventIds`` (a
+    non-empty list of ids) or ``since`` (and ``until``), optionally ``to``. A field that is present must have its
+    type: ``null`` is not "absent". An empty range (``until`` not after ``since``) holds nothing: 409, like a range
+    without events, not a malformed request."""
     if not isinstance(data, dict):
         raise _bad('body must be a JSON object: {"eventIds": [...]} or {"since": "...", "until": "..."}')
     unknown = set(data) - {"eventIds", "since", "until", "to"}
     if unknown:
         raise _bad(f"unknown field(s): {', '.join(sorted(unknown))} (expected eventIds, since, until, to)")
-    ids = data.get("eventIds") or []
-    if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
-        raise _bad("eventIds must be a list of event ids")
+    ids = data.get("eventIds", [])
+    if "eventIds" in data and (not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids)):
+        raise _bad("eventIds must be a non-empty list of event ids")
     if len(ids) > MAX_REDELIVERY:
         raise _bad(f"at most {MAX_REDELIVERY} event ids per redelivery")
+    if "until" in data and "since" not in data:
+        raise _bad("until needs since: give a time range with at least since")
+    since, until = (parse_api_time(name, data[name], now) if name in data else None for name in ("since", "until"))
+    to = data.get("to")
+    if "to" in data and (not isinstance(to, str) or len(to) > NAME_MAX_LENGTH or not _NAME.fullmatch(to)):
+        raise _bad(f"to must be the name of a Webhook in the same namespace, not {to!r}")
+    if since is not None and until is not None and until <= since and not ids:
+        raise IntakeError(409, "nothing to redeliver: the range is empty (until is not later than since)")
     try:
-        since = parse_time(str(data["since"]), now) if data.get("since") else None
-        until = parse_time(str(data["until"]), now) if data.get("until") else None
-        to = data.get("to") or None
-        if to is not None and not isinstance(to, str):
-            raise ValueError("to must be the name of a Webhook in the same namespace")
         return RedeliverRequest(tuple(dict.fromkeys(ids)), since, until, to)
     except ValueError as exc:
         raise _bad(str(exc)) from None
@@ -175,8 +223,9 @@ def operation_routes(backend: OperationsBackend, *, clock: Callable[[], float] =
         return web.json_response({"skipped": skipped, "message": f"skipped the held batch of {len(skipped)} event(s)"})
 
     async def redeliver(request: web.Request) -> web.Response:
-        if request.content_length is not None and request.content_length > _MAX_REQUEST_BODY:
-            raise IntakeError(413, "body too large")
+        if request.content_length is not None and request.content_length > MAX_REQUEST_BODY:
+            raise IntakeError(413, f"body of {request.content_length} bytes is larger than the limit of "
+                                   f"{MAX_REQUEST_BODY}")  # fmt: skip
         raw = await request.read() if request.can_read_body else b"{}"
         try:
             data = json.loads(raw or b"{}")
@@ -191,9 +240,12 @@ def operation_routes(backend: OperationsBackend, *, clock: Callable[[], float] =
         if wanted.to and caller.authorize is not None:
             await caller.authorize("patch", request.match_info["namespace"], wanted.to)
         result = await backend.redeliver(_key(request), wanted, caller.name)
+        message = f"{len(result.event_ids)} event(s) queued for redelivery to {result.target}"
+        if result.filtered:
+            message += f"; {len(result.filtered)} not sent: {result.target}'s filters do not admit them"
         return web.json_response({
             "target": result.target, "queued": result.event_ids, "missing": result.missing,
-            "message": f"{len(result.event_ids)} event(s) queued for redelivery to {result.target}",
+            "filtered": result.filtered, "message": message,
         }, status=202)  # fmt: skip
 
     return [

@@ -22,6 +22,10 @@ as infinity, which orjson would write as ``null``; since that turns a number int
 body, a post whose bodies hold more ``null`` tokens than it does is redone on the original path (only a duplicated
 key whose dropped value was ``null``, in the same post as such a number, could hide one).
 
+Types are JSON's (issue 13, item 11): validation is strict, so ``"1.5"`` is not a number and ``true`` not a version,
+exactly as the OpenAPI document (the model's JSON schema) says; only the validators the model declares convert
+(``entity`` as JSON text, an integral ``timestamp`` such as ``1e3``, ``null`` change lists).
+
 Depth (issue 13, finding 5): a post may nest at most ``api.limits.MAX_DEPTH`` levels, on either path, so every stored
 event can be parsed again at delivery time; deeper is a 400 naming the limit and the event's field
 (``data[3].entity: nested deeper than 64 levels``). The check is one scan of the raw bytes
@@ -111,7 +115,7 @@ def _parse(value: Any, max_events: int, compact: Callable[[Any], bytes]) -> Pars
             errors.append(f"{where or 'body'}: Input should be a JSON object, not {_json_type(item)}")
         else:
             try:
-                events.append(ChangeEvent.model_validate(item))
+                events.append(ChangeEvent.model_validate(item, strict=True))
                 bodies.append(_compact(item, where, compact))
             except ValidationError as exc:
                 errors.extend(_describe(where, exc))

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from webhook_operator.api.outcomes import Reason, WebhookSnapshot
 from webhook_operator.api.text import truncate
 from webhook_operator.status.entry import Entry
-from webhook_operator.status.events import WARNING, EventRecorder, ObjectRef, transition_events
+from webhook_operator.status.events import WARNING, EventRecorder, ObjectRef, queue_limit_event, transition_events
 from webhook_operator.status.summary import MAX_MESSAGE, OperatorConditions
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,10 @@ class EventQueue:
         if self._recorder is not None and moved:
             for type_, reason, message in transition_events(previous, current):
                 self.queue(entry, type_, reason, message)
+        if current.overflowed and self._recorder is not None:
+            overflow = queue_limit_event(previous, current)
+            if overflow is not None:
+                self.queue(entry, *overflow)
 
     def conditions_changed(self, entry: Entry, before: OperatorConditions, after: OperatorConditions) -> None:
         """A new (or different) configuration problem is worth a Warning; warnings and fixes are not."""

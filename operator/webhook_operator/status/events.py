@@ -39,6 +39,7 @@ NORMAL = "Normal"
 WARNING = "Warning"
 
 DELIVERY_RECOVERED = "DeliveryRecovered"
+QUEUE_LIMIT_EXCEEDED = "QueueLimitExceeded"
 INLINE_SECRET = "InlineSecret"  # noqa: S105 (an Event reason, not a password)
 
 _FAILING = frozenset({WebhookState.AWAITING_RETRY, WebhookState.FAILED})
@@ -61,6 +62,18 @@ class ObjectRef:
     def from_key(cls, key: str, uid: str | None = None) -> ObjectRef:
         namespace, _, name = key.partition("/")
         return cls(namespace=namespace, name=name, uid=uid)
+
+
+def queue_limit_event(previous: WebhookSnapshot | None, current: WebhookSnapshot) -> EventSpec | None:
+    """A Warning when the queue limits moved more events to the dead letters since the last snapshot (pure). The
+    recorder's window folds a flood of them into one Event whose ``count`` keeps growing."""
+    before = previous.overflowed if previous is not None else 0
+    if current.overflowed <= before:
+        return None
+    since = f" since {rfc3339(current.dead_lettered_since)}" if current.dead_lettered_since is not None else ""
+    message = (f"{current.dead_letter_reason or 'queue limit reached'}; {current.dead_letters} events of this "
+               f"webhook are in the dead letters{since} (kept for the retention period, redeliverable)")  # fmt: skip
+    return WARNING, QUEUE_LIMIT_EXCEEDED, truncate(message, MAX_MESSAGE)
 
 
 def transition_events(previous: WebhookSnapshot | None, current: WebhookSnapshot) -> list[EventSpec]:

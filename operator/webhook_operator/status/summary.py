@@ -130,14 +130,20 @@ def _previous_conditions(previous: Mapping[str, Any] | None) -> dict[str, Mappin
 
 def _failure_details(snapshot: WebhookSnapshot) -> dict[str, Any] | None:
     s = snapshot
-    if s.last_failed_at is None and s.last_failed_status_code is None and not s.last_failed_reason:
+    failed = s.last_failed_at is not None or s.last_failed_status_code is not None or s.last_failed_reason
+    if not failed and not s.dead_letters:
         return None
     retrying = s.state is WebhookState.AWAITING_RETRY and s.next_attempt_at is not None
+    dead = s.dead_letters > 0
     return {
         "lastFailedAt": rfc3339(s.last_failed_at) if s.last_failed_at is not None else None,
         "lastFailedStatusCode": s.last_failed_status_code,
         "lastFailedReason": truncate(s.last_failed_reason, MAX_MESSAGE) if s.last_failed_reason else None,
         "nextAttempt": rfc3339(s.next_attempt_at, round_up=True) if retrying and s.next_attempt_at else None,
+        # how many of this webhook's events are in the dead letters, and since when (issue 13, finding 4)
+        "deadLetters": s.dead_letters if dead else None,
+        "deadLetteredSince": rfc3339(s.dead_lettered_since) if dead and s.dead_lettered_since is not None else None,
+        "lastDeadLetterReason": truncate(s.dead_letter_reason, MAX_MESSAGE) if dead and s.dead_letter_reason else None,
     }
 
 
@@ -174,9 +180,8 @@ def summarize(
         reconciling = False
 
     status_, reason_, message_ = ready
-    conditions = [
-        _condition(READY, status_, reason_, _with_warnings(message_, operator.warnings), generation, before, now)
-    ]
+    warnings = (*operator.warnings, *(snapshot.warnings if snapshot is not None else ()))
+    conditions = [_condition(READY, status_, reason_, _with_warnings(message_, warnings), generation, before, now)]
     if stalled is not None:
         conditions.append(_condition(STALLED, "True", stalled[0], stalled[1], generation, before, now))
     if reconciling:
@@ -193,7 +198,19 @@ def summarize(
         "counts": {"delivered": snapshot.delivered, "failed": snapshot.failed, "pending": snapshot.pending}
         if snapshot is not None
         else None,
+        **_fallback(snapshot),
     }
+
+
+def _fallback(snapshot: WebhookSnapshot | None) -> dict[str, Any]:
+    """``fallbackActive`` (only when spec.fallback is set) and, while active, ``fallbackReason`` (issue 14)."""
+    if snapshot is None or not (snapshot.fallback_configured or snapshot.fallback_to):
+        return {"fallbackActive": None, "fallbackReason": None}
+    reason = None
+    if snapshot.fallback_to:
+        why = snapshot.last_failed_reason or snapshot.state.value
+        reason = truncate(f"{snapshot.state.value} ({why}): events go to {snapshot.fallback_to}", MAX_MESSAGE)
+    return {"fallbackActive": bool(snapshot.fallback_to), "fallbackReason": reason}
 
 
 def with_operations(

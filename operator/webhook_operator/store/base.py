@@ -23,6 +23,59 @@ class StoreUnavailable(RuntimeError):
 
 
 @dataclass(frozen=True)
+class StoreUsage:
+    """How much of its space budget the store uses. ``used_bytes`` is live data (SQLite: pages in use, not the
+    free pages a prune left behind, which new writes reuse); ``budget_bytes`` None means no budget."""
+
+    used_bytes: int
+    budget_bytes: int | None = None
+
+    @property
+    def over(self) -> bool:
+        return self.budget_bytes is not None and self.used_bytes >= self.budget_bytes
+
+
+def human_bytes(n: int) -> str:
+    """``300 KiB``, ``800 MiB``, ``1.5 GiB``: sizes in messages people read."""
+    value, unit = float(n), "bytes"
+    for next_unit in ("KiB", "MiB", "GiB", "TiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, next_unit
+    return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+
+
+class StoreFull(StoreUnavailable):
+    """New events are refused because the store is over its space budget (``--store-max-bytes``): the intake
+    answers 507 before the volume is really full, so what is already accepted can still be delivered and logged."""
+
+    def __init__(self, usage: StoreUsage) -> None:
+        self.usage = usage
+        budget = usage.budget_bytes or 0
+        super().__init__(
+            f"the event store is over its space budget ({human_bytes(usage.used_bytes)} used of "
+            f"{human_bytes(budget)}, --store-max-bytes): nothing was accepted; queues drain and retention frees space"
+        )
+
+
+@dataclass(frozen=True)
+class SpaceBudget:
+    """How much space the store may use for new events: a fixed number of bytes, or a fraction of the volume it
+    lives on (the default, 80 %, follows a resized volume). The rest of the volume is headroom for what keeps
+    being written after the intake refuses: completions, the delivery log, the WAL."""
+
+    max_bytes: int | None = None
+    fraction: float | None = None
+
+    def limit(self, volume_bytes: int | None) -> int | None:
+        if self.max_bytes is not None:
+            return self.max_bytes
+        if self.fraction is not None and volume_bytes:
+            return int(volume_bytes * self.fraction)
+        return None
+
+
+@dataclass(frozen=True)
 class RoutedEvent:
     """An accepted event and the webhooks (``namespace/name`` keys) it must be delivered to."""
 
@@ -100,6 +153,9 @@ class RetryState:
     last_failed_at: float | None = None
     last_status_code: int | None = None
     last_reason: str | None = None
+    #: While set, the webhook's fallback (``spec.fallback``, this ``namespace/name``) takes its events: set when it
+    #: reached retryLimitReached or failed and its queue was handed over, cleared by resume or a successful test.
+    fallback: str | None = None
 
 
 @dataclass
@@ -120,6 +176,8 @@ class LaneState:
     retry: RetryState
     counters: Counters
     pending: int  # queued events of the webhook
+    dead_letters: int = 0  # dead letters of the webhook still kept (retention removes them)
+    dead_lettered_since: float | None = None  # when the oldest of them was dead-lettered
 
 
 @dataclass(frozen=True)
@@ -136,7 +194,8 @@ class IntakeStore(Protocol):
 
     async def enqueue(self, events: Sequence[RoutedEvent]) -> EnqueueResult:
         """Durably accept events and queue them per webhook. An event id the store already holds (from an earlier
-        call or earlier in the same call) is accepted once; its repeats get ``None`` and queue nothing."""
+        call or earlier in the same call) is accepted once; its repeats get ``None`` and queue nothing. Raises
+        ``StoreFull`` (taking nothing) while the store is over its space budget."""
         ...
 
 
@@ -174,6 +233,27 @@ class LaneStore(Protocol):
         left out) so the dispatcher can deliver them without reading them back."""
         ...
 
+    async def overdue(self, webhook: str, *, keep: int | None, received_before: float | None,
+                      protect: Sequence[int] = (), limit: int = 1000) -> list[QueuedEvent]:  # fmt: skip
+        """The queue entries a webhook's limits push out, oldest first, at most ``limit``: the oldest beyond the
+        newest ``keep`` (all queued entries count, ``protect``-ed ones too), and every entry accepted before
+        ``received_before``; never one in ``protect`` (the held batch). A read: nothing moves."""
+        ...
+
+    async def dead_letter(self, webhook: str, qids: Sequence[int], record: AttemptRecord) -> None:
+        """Move queue entries into the dead letters, logged with ``record`` (whose ``event_ids`` name them) — one
+        commit. Unlike ``skip`` the retry state is left alone: the held batch is still being retried."""
+        ...
+
+    async def hand_over(self, webhook: str, to: str, first: Sequence[int], line: AttemptRecord,
+                        to_line: AttemptRecord, retry: RetryState) -> list[QueuedEvent]:  # fmt: skip
+        """The fallback takes over: move every queue entry of ``webhook`` to the tail of ``to``'s queue (the
+        entries ``first`` names, the held batch, first; then the rest in queue order), log ``line`` for
+        ``webhook`` and ``to_line`` for ``to`` (the store fills in the moved event ids on both), and save
+        ``retry`` as ``webhook``'s retry state — one commit, so no entry is ever queued for both. Returns ``to``'s
+        new entries in order."""
+        ...
+
 
 class LogStore(Protocol):
     """The delivery log and the stored events it refers to, for the API, status and redelivery."""
@@ -188,6 +268,16 @@ class LogStore(Protocol):
 
     async def events_by_id(self, event_ids: Sequence[str]) -> list[QueuedEvent]:
         """The stored events among ``event_ids``, each once, in acceptance order (``qid`` is 0: not queued)."""
+        ...
+
+    async def routed_events(self, webhook: str, event_ids: Sequence[str]) -> list[QueuedEvent]:
+        """The stored events among ``event_ids`` that were routed to ``webhook``, each once, in acceptance order
+        (``qid`` 0): what redelivery by id may touch. Routed means queued for it now, named by a line of its
+        delivery log written since the event was accepted (delivered, failed, skipped, resumed, redelivered to
+        it; not a test line), or in its dead letters. Every way an entry leaves a queue leaves one of the last
+        two in the same commit, so the answer holds after delivery, skip, dead-lettering and a restart, and
+        costs the hot path nothing. An id that is not routed to ``webhook`` is left out exactly like one the
+        store never had, so callers cannot tell another webhook's event from none."""
         ...
 
     async def delivered_events(
@@ -208,8 +298,13 @@ class MaintenanceStore(Protocol):
         ...
 
     async def prune(self, older_than: float) -> int:
-        """Drop delivered events and log lines older than the retention horizon; queued events are never dropped.
-        Returns how many events were dropped."""
+        """Drop log lines and dead letters older than the retention horizon, and events accepted before it that
+        are neither queued nor kept by a dead letter (a dead letter keeps its event for a whole retention period
+        from when it was dead-lettered, so it can be redelivered). Returns how many events were dropped."""
+        ...
+
+    async def usage(self) -> StoreUsage:
+        """Live bytes and the space budget, measured now (metrics; ``enqueue`` raises ``StoreFull`` over it)."""
         ...
 
     async def purge(self, webhook: str) -> None:

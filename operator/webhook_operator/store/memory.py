@@ -37,7 +37,9 @@ from webhook_operator.store.base import (
     RetryState,
     RoutedEvent,
     Store,
+    StoreFull,
     StoreUnavailable,
+    StoreUsage,
 )
 
 _LOGGED_AS_DELIVERED = frozenset({AttemptOutcome.DELIVERED, AttemptOutcome.SKIPPED})
@@ -71,8 +73,10 @@ class _MemoryState:
     in ``_queues`` exactly when it is in ``_queued_in``); the constructor of ``MemoryStore`` lives here so each role
     class can rely on them being set."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time, max_bytes: int | None = None) -> None:
         self.fail_writes = False
+        self.max_bytes = max_bytes  # the space budget; live bytes are the stored bodies and ids
+        self._bytes = 0
         self.fail_reads = False
         self.dead_letters: list[DeadLetter] = []
         self._clock = clock
@@ -124,6 +128,18 @@ class _MemoryState:
     def _row(self, webhook: str) -> _Webhook:
         return self._webhooks.setdefault(webhook, _Webhook())
 
+    def _usage(self) -> StoreUsage:
+        return StoreUsage(self._bytes, self.max_bytes)
+
+    def _forget_event(self, event_id: str) -> None:
+        event = self._events.pop(event_id)
+        del self._by_seq[event.seq]
+        self._bytes -= len(event.body) + len(event.event_id)
+
+    def _to_dead_letters(self, qids: Iterable[int], at: float, attempt_id: int) -> None:
+        for _, owner, seq in sorted(self._dequeue(qids)):
+            self.dead_letters.append(DeadLetter(owner, seq, self._by_seq[seq].event_id, at, attempt_id))
+
 
 class _MemoryMaintenance(_MemoryState):
     async def open(self) -> None:
@@ -134,14 +150,18 @@ class _MemoryMaintenance(_MemoryState):
 
     async def prune(self, older_than: float) -> int:
         self._writable()
-        queued = {seq for queue in self._queues.values() for seq in queue.values()}
-        doomed = [e.event_id for e in self._events.values() if e.received_at < older_than and e.seq not in queued]
-        for event_id in doomed:
-            del self._by_seq[self._events.pop(event_id).seq]
         self._log = [r for r in self._log if r.started_at >= older_than]
         self.dead_letters = [d for d in self.dead_letters if d.skipped_at >= older_than]
+        kept = {seq for queue in self._queues.values() for seq in queue.values()} | {d.seq for d in self.dead_letters}
+        doomed = [e.event_id for e in self._events.values() if e.received_at < older_than and e.seq not in kept]
+        for event_id in doomed:
+            self._forget_event(event_id)
         await asyncio.sleep(0)
         return len(doomed)
+
+    async def usage(self) -> StoreUsage:
+        self._readable()
+        return self._usage()
 
     async def purge(self, webhook: str) -> None:
         self._writable()
@@ -157,6 +177,8 @@ class _MemoryMaintenance(_MemoryState):
 class _MemoryIntake(_MemoryState):
     async def enqueue(self, events: Sequence[RoutedEvent]) -> EnqueueResult:
         self._writable()
+        if self._usage().over:
+            raise StoreFull(self._usage())
         now = self._clock()
         seqs: list[int | None] = []
         queued: dict[str, list[QueuedEvent]] = {}
@@ -167,6 +189,7 @@ class _MemoryIntake(_MemoryState):
             seq = next(self._seqs)
             seqs.append(seq)
             self._events[event.event_id] = self._by_seq[seq] = QueuedEvent(0, seq, event.event_id, event.body, now)
+            self._bytes += len(event.body) + len(event.event_id)
             for webhook in event.webhooks:
                 qid = self._queue(webhook, seq)
                 queued.setdefault(webhook, []).append(QueuedEvent(qid, seq, event.event_id, event.body, now))
@@ -178,8 +201,10 @@ class _MemoryLanes(_MemoryState):
     async def lane_state(self, webhook: str) -> LaneState:
         self._readable()
         row = self._webhooks.get(webhook, _Webhook())
+        dead = [d.skipped_at for d in self.dead_letters if d.webhook == webhook]
         # A copy of the counters: the lane owns and mutates what it is given.
-        return LaneState(row.retry or RetryState(), replace(row.counters), len(self._queues.get(webhook, {})))
+        return LaneState(row.retry or RetryState(), replace(row.counters), len(self._queues.get(webhook, {})),
+                         len(dead), min(dead, default=None))  # fmt: skip
 
     async def pending(self, webhook: str, after_qid: int = 0, limit: int = 1000) -> list[QueuedEvent]:
         self._readable()
@@ -215,11 +240,46 @@ class _MemoryLanes(_MemoryState):
     async def skip(self, webhook: str, qids: Sequence[int], record: AttemptRecord) -> None:
         self._writable()
         attempt_id = self._append_log(record)
-        for _, owner, seq in sorted(self._dequeue(qids)):
-            event_id = self._by_seq[seq].event_id
-            self.dead_letters.append(DeadLetter(owner, seq, event_id, record.started_at, attempt_id))
+        self._to_dead_letters(qids, record.started_at, attempt_id)
         self._row(webhook).retry = None  # counters untouched: a skip is neither a delivery nor a failure
         await asyncio.sleep(0)
+
+    async def overdue(self, webhook: str, *, keep: int | None, received_before: float | None,
+                      protect: Sequence[int] = (), limit: int = 1000) -> list[QueuedEvent]:  # fmt: skip
+        self._readable()
+        queue = self._queues.get(webhook, {})
+        excess = max(0, len(queue) - keep) if keep is not None else 0
+        shielded = set(protect)
+        candidates = [(qid, seq) for qid, seq in queue.items() if qid not in shielded]
+        picked = [
+            replace(self._by_seq[seq], qid=qid)
+            for n, (qid, seq) in enumerate(candidates)
+            if n < excess or (received_before is not None and self._by_seq[seq].received_at < received_before)
+        ]
+        return _take(picked, limit)
+
+    async def dead_letter(self, webhook: str, qids: Sequence[int], record: AttemptRecord) -> None:
+        self._writable()
+        attempt_id = self._append_log(record)
+        self._to_dead_letters(qids, record.started_at, attempt_id)
+        self._row(webhook)  # the webhook is known to the store from now on, as in SQLite; retry state untouched
+        await asyncio.sleep(0)
+
+    async def hand_over(self, webhook: str, to: str, first: Sequence[int], line: AttemptRecord,
+                        to_line: AttemptRecord, retry: RetryState) -> list[QueuedEvent]:  # fmt: skip
+        self._writable()
+        queue = self._queues.get(webhook, {})
+        leading = [qid for qid in dict.fromkeys(first) if qid in queue]
+        order = leading + [qid for qid in queue if qid not in set(leading)]
+        seqs = [queue[qid] for qid in order]
+        self._dequeue(order)
+        entries = [replace(self._by_seq[seq], qid=self._queue(to, seq)) for seq in seqs]
+        moved = [e.event_id for e in entries]
+        self._append_log(replace(line, event_ids=moved))
+        self._append_log(replace(to_line, event_ids=moved))
+        self._row(webhook).retry = retry
+        await asyncio.sleep(0)
+        return entries
 
     async def requeue(self, webhook: str, event_ids: Sequence[str], record: AttemptRecord) -> list[QueuedEvent]:
         self._writable()
@@ -256,6 +316,19 @@ class _MemoryLog(_MemoryState):
         self._readable()
         wanted = set(event_ids)
         return [e for e in self._events.values() if e.event_id in wanted]
+
+    async def routed_events(self, webhook: str, event_ids: Sequence[str]) -> list[QueuedEvent]:
+        self._readable()
+        wanted = set(event_ids)
+        asked = [e for e in self._events.values() if e.event_id in wanted]
+        held = set(self._queues.get(webhook, {}).values()) | {d.seq for d in self.dead_letters if d.webhook == webhook}
+        logged: dict[str, float] = {}  # event id -> latest line naming it (as SQLite: test lines never count)
+        for r in self._log:
+            if r.webhook == webhook and r.outcome != AttemptOutcome.TEST:
+                for event_id in wanted.intersection(r.event_ids):
+                    logged[event_id] = max(logged.get(event_id, r.started_at), r.started_at)
+        # A line older than the event names an earlier event of the same id (pruned, then accepted again).
+        return [e for e in asked if e.seq in held or logged.get(e.event_id, -1.0) >= e.received_at]
 
     async def delivered_events(
         self, webhook: str, since: float | None, until: float | None, limit: int

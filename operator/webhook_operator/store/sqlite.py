@@ -9,11 +9,13 @@ the one ``GroupCommit`` they must share (one writer thread is what makes their c
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from webhook_operator.store.base import (
     AttemptOutcome,
@@ -29,8 +31,11 @@ from webhook_operator.store.base import (
     QueuedEvent,
     RetryState,
     RoutedEvent,
+    SpaceBudget,
     Store,
+    StoreUsage,
 )
+from webhook_operator.store.budget import Budget
 from webhook_operator.store.sqlite_commit import GroupCommit
 from webhook_operator.store.sqlite_schema import (
     INSERT_ATTEMPT,
@@ -42,6 +47,7 @@ from webhook_operator.store.sqlite_schema import (
     record_row,
     retry_from_json,
     retry_to_json,
+    to_dead_letters,
 )
 
 _EVENT_COLUMNS = "e.seq, e.event_id, e.body, e.received_at"
@@ -51,12 +57,16 @@ class _SqliteBase:
     """The file and its group commit, shared by every role: the constructor of ``SqliteStore`` lives here so each
     role class can rely on ``_db`` and ``_clock`` being set."""
 
-    def __init__(self, path: str | Path, *, synchronous: str = "FULL", clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL", clock: Callable[[], float] = time.time,
+                 max_bytes: int | None = None, budget: SpaceBudget | None = None) -> None:  # fmt: skip
         if synchronous not in {"FULL", "NORMAL", "EXTRA"}:
             raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
         self.path = str(path)
         self._clock = clock
         self._db = GroupCommit(self.path, synchronous)
+        if budget is None and max_bytes is not None:
+            budget = SpaceBudget(max_bytes=max_bytes)
+        self._budget = Budget(self.path, budget, clock)  # touched on the writer thread only
 
 
 class _SqliteMaintenance(_SqliteBase):
@@ -68,14 +78,19 @@ class _SqliteMaintenance(_SqliteBase):
 
     async def prune(self, older_than: float) -> int:
         def op(conn: sqlite3.Connection) -> int:
-            removed = conn.execute(
-                "DELETE FROM events WHERE received_at < ? AND seq NOT IN (SELECT seq FROM queue)", (older_than,)
-            ).rowcount
             conn.execute("DELETE FROM attempts WHERE started_at < ?", (older_than,))
             conn.execute("DELETE FROM dead_letters WHERE skipped_at < ?", (older_than,))
+            removed = conn.execute(
+                "DELETE FROM events WHERE received_at < ? AND seq NOT IN (SELECT seq FROM queue)"
+                " AND seq NOT IN (SELECT seq FROM dead_letters)",
+                (older_than,),
+            ).rowcount
             return int(removed)
 
         return await self._db.write(op)
+
+    async def usage(self) -> StoreUsage:
+        return await self._db.read(self._budget.usage)
 
     async def purge(self, webhook: str) -> None:
         def op(conn: sqlite3.Connection) -> None:
@@ -96,6 +111,7 @@ class _SqliteIntake(_SqliteBase):
         now = self._clock()
 
         def op(conn: sqlite3.Connection) -> EnqueueResult:
+            self._budget.check(conn, sum(len(e.body) + len(e.event_id) for e in events))
             seqs: list[int | None] = []
             queued: dict[str, list[QueuedEvent]] = {}
             for event in events:
@@ -124,12 +140,14 @@ class _SqliteLanes(_SqliteBase):
             # One statement, so one read transaction: retry, counters and queue length from the same commit.
             row = conn.execute(
                 "SELECT w.retry, w.delivered, w.failed, w.last_success_at,"
-                " (SELECT COUNT(*) FROM queue WHERE webhook = k.webhook)"
+                " (SELECT COUNT(*) FROM queue WHERE webhook = k.webhook),"
+                " (SELECT COUNT(*) FROM dead_letters WHERE webhook = k.webhook),"
+                " (SELECT MIN(skipped_at) FROM dead_letters WHERE webhook = k.webhook)"
                 " FROM (SELECT ? AS webhook) k LEFT JOIN webhooks w ON w.webhook = k.webhook",
                 (webhook,),
             ).fetchone()
             counters = Counters() if row[1] is None else Counters(int(row[1]), int(row[2]), row[3])
-            return LaneState(retry_from_json(row[0]), counters, int(row[4]))
+            return LaneState(retry_from_json(row[0]), counters, int(row[4]), int(row[5]), row[6])
 
         return await self._db.read(fn)
 
@@ -175,19 +193,60 @@ class _SqliteLanes(_SqliteBase):
 
     async def skip(self, webhook: str, qids: Sequence[int], record: AttemptRecord) -> None:
         def op(conn: sqlite3.Connection) -> None:
-            cur = conn.execute(INSERT_ATTEMPT, record_row(record))
-            marks = qmarks(len(qids))
-            conn.execute(
-                "INSERT INTO dead_letters(webhook, seq, event_id, skipped_at, attempt_id) "
-                f"SELECT q.webhook, q.seq, e.event_id, ?, ? FROM queue q JOIN events e ON e.seq = q.seq "
-                f"WHERE q.qid IN ({marks})",
-                [record.started_at, cur.lastrowid, *qids],
-            )
-            conn.execute(f"DELETE FROM queue WHERE qid IN ({marks})", list(qids))
-            conn.execute(UPSERT_WEBHOOK, (webhook,))
+            to_dead_letters(conn, webhook, qids, record)
             conn.execute("UPDATE webhooks SET retry = NULL WHERE webhook = ?", (webhook,))
 
         await self._db.write(op)
+
+    async def overdue(self, webhook: str, *, keep: int | None, received_before: float | None,
+                      protect: Sequence[int] = (), limit: int = 1000) -> list[QueuedEvent]:  # fmt: skip
+        select = f"SELECT q.qid, {_EVENT_COLUMNS} FROM queue q JOIN events e ON e.seq = q.seq WHERE q.webhook = ?"
+        if protect:
+            select += f" AND q.qid NOT IN ({qmarks(len(protect))})"
+
+        def fn(conn: sqlite3.Connection) -> list[QueuedEvent]:
+            rows: dict[int, Any] = {}
+            if keep is not None:
+                total = conn.execute("SELECT COUNT(*) FROM queue WHERE webhook = ?", (webhook,)).fetchone()[0]
+                excess = min(max(0, int(total) - keep), limit)
+                if excess:
+                    found = conn.execute(f"{select} ORDER BY q.qid LIMIT ?", [webhook, *protect, excess])
+                    rows.update((r[0], r) for r in found)
+            if received_before is not None:
+                found = conn.execute(
+                    f"{select} AND e.received_at < ? ORDER BY q.qid LIMIT ?",
+                    [webhook, *protect, received_before, limit],
+                )
+                rows.update((r[0], r) for r in found)
+            return [event_from_row(rows[qid][1:], qid=qid) for qid in sorted(rows)[:limit]]
+
+        return await self._db.read(fn)
+
+    async def dead_letter(self, webhook: str, qids: Sequence[int], record: AttemptRecord) -> None:
+        await self._db.write(lambda conn: to_dead_letters(conn, webhook, qids, record))
+
+    async def hand_over(self, webhook: str, to: str, first: Sequence[int], line: AttemptRecord,
+                        to_line: AttemptRecord, retry: RetryState) -> list[QueuedEvent]:  # fmt: skip
+        def op(conn: sqlite3.Connection) -> list[QueuedEvent]:
+            rows = conn.execute(
+                f"SELECT q.qid, {_EVENT_COLUMNS} FROM queue q JOIN events e ON e.seq = q.seq "
+                "WHERE q.webhook = ? ORDER BY q.qid",
+                (webhook,),
+            ).fetchall()
+            leading = set(first)
+            conn.execute("DELETE FROM queue WHERE webhook = ?", (webhook,))
+            entries: list[QueuedEvent] = []
+            for row in [r for r in rows if r[0] in leading] + [r for r in rows if r[0] not in leading]:
+                cur = conn.execute("INSERT INTO queue(webhook, seq) VALUES (?,?)", (to, row[1]))
+                entries.append(event_from_row(row[1:], qid=int(cur.lastrowid or 0)))
+            moved = [e.event_id for e in entries]
+            conn.execute(INSERT_ATTEMPT, record_row(replace(line, event_ids=moved)))
+            conn.execute(INSERT_ATTEMPT, record_row(replace(to_line, event_ids=moved)))
+            conn.execute(UPSERT_WEBHOOK, (webhook,))
+            conn.execute("UPDATE webhooks SET retry = ? WHERE webhook = ?", (retry_to_json(retry), webhook))
+            return entries
+
+        return await self._db.write(op)
 
     async def requeue(self, webhook: str, event_ids: Sequence[str], record: AttemptRecord) -> list[QueuedEvent]:
         def op(conn: sqlite3.Connection) -> list[QueuedEvent]:
@@ -239,6 +298,44 @@ class _SqliteLog(_SqliteBase):
                 list(event_ids),
             ).fetchall()
             return [event_from_row(r) for r in rows]
+
+        return await self._db.read(fn) if event_ids else []
+
+    async def routed_events(self, webhook: str, event_ids: Sequence[str]) -> list[QueuedEvent]:
+        asked = json.dumps(list(dict.fromkeys(event_ids)))
+
+        def fn(conn: sqlite3.Connection) -> list[QueuedEvent]:
+            conn.execute("BEGIN")  # one snapshot: an entry that leaves the queue mid-read is seen where it went
+            try:
+                rows = conn.execute(
+                    f"SELECT {_EVENT_COLUMNS} FROM events e WHERE e.event_id IN (SELECT value FROM json_each(?)) "
+                    "ORDER BY e.seq",
+                    (asked,),
+                ).fetchall()
+                if not rows:
+                    return []
+                # Driven by the asked seqs (the seq indexes), not by the webhook's whole queue.
+                seqs = json.dumps([r[0] for r in rows])
+                held = {r[0] for r in conn.execute(
+                    "SELECT q.seq FROM json_each(?1) j CROSS JOIN queue q ON q.seq = j.value WHERE q.webhook = ?2 "
+                    "UNION SELECT d.seq FROM json_each(?1) j CROSS JOIN dead_letters d ON d.seq = j.value "
+                    "WHERE d.webhook = ?2",
+                    (seqs, webhook))}  # fmt: skip
+                rest = [r for r in rows if r[0] not in held]
+                # The rest from the webhook's log lines since the oldest of them was accepted: a scan of those lines
+                # (a JSON list each), which a rare operator request pays so that the hot path writes nothing more.
+                logged: dict[str, float] = {}
+                if rest:
+                    logged = dict(conn.execute(
+                        "SELECT j.value, MAX(a.started_at) FROM attempts a, json_each(a.event_ids) j "
+                        "WHERE a.webhook = ? AND a.outcome != ? AND a.started_at >= ? "
+                        "AND j.value IN (SELECT value FROM json_each(?)) GROUP BY j.value",
+                        (webhook, AttemptOutcome.TEST.value, min(r[3] for r in rest),
+                         json.dumps([r[1] for r in rest]))).fetchall())  # fmt: skip
+            finally:
+                conn.execute("COMMIT")
+            # A line older than the event names an earlier event of the same id (pruned, then accepted again).
+            return [event_from_row(r) for r in rows if r[0] in held or logged.get(r[1], -1.0) >= r[3]]
 
         return await self._db.read(fn) if event_ids else []
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import asdict, fields
 from typing import Any
 
 from webhook_operator.store.base import AttemptOutcome, AttemptRecord, QueuedEvent, RetryState
+from webhook_operator.store.budget import WAL_SIZE_LIMIT
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -59,6 +61,9 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     skipped_at REAL NOT NULL,
     attempt_id INTEGER
 );
+CREATE INDEX IF NOT EXISTS dead_letters_webhook ON dead_letters(webhook, skipped_at);
+CREATE INDEX IF NOT EXISTS dead_letters_seq ON dead_letters(seq);
+CREATE INDEX IF NOT EXISTS dead_letters_skipped ON dead_letters(skipped_at);
 """
 
 UPSERT_WEBHOOK = "INSERT INTO webhooks(webhook) VALUES (?) ON CONFLICT(webhook) DO NOTHING"
@@ -69,6 +74,7 @@ def connect(path: str, synchronous: str) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
     return conn
 
 
@@ -96,6 +102,21 @@ INSERT_ATTEMPT = (
 
 def qmarks(n: int) -> str:
     return ",".join("?" * n)
+
+
+def to_dead_letters(conn: sqlite3.Connection, webhook: str, qids: Sequence[int], record: AttemptRecord) -> None:
+    """Queue entries → dead letters, with their log line; what ``skip`` and ``dead_letter`` share (in the caller's
+    transaction)."""
+    cur = conn.execute(INSERT_ATTEMPT, record_row(record))
+    marks = qmarks(len(qids))
+    conn.execute(
+        "INSERT INTO dead_letters(webhook, seq, event_id, skipped_at, attempt_id) "
+        f"SELECT q.webhook, q.seq, e.event_id, ?, ? FROM queue q JOIN events e ON e.seq = q.seq "
+        f"WHERE q.qid IN ({marks})",
+        [record.started_at, cur.lastrowid, *qids],
+    )
+    conn.execute(f"DELETE FROM queue WHERE qid IN ({marks})", list(qids))
+    conn.execute(UPSERT_WEBHOOK, (webhook,))
 
 
 def attempt_from_row(r: sqlite3.Row | tuple[Any, ...]) -> AttemptRecord:

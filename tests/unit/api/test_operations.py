@@ -6,6 +6,7 @@ import pytest
 
 from webhook_operator.api.operations import (
     MAX_REDELIVERY,
+    MAX_TIME,
     RedeliverRequest,
     TestResult,
     format_time,
@@ -94,3 +95,19 @@ def test_last_test_status_validates_against_the_crd_model() -> None:
     parsed = WebhookStatus.model_validate({"lastTest": status, "handledAnnotations": {"test": "2"}})
     assert parsed.last_test is not None and parsed.last_test.status_code == 503
     assert "failed (HTTP 503 in 13 ms): HTTP 503" in result.describe() and "alice" in result.describe()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("999999999d", 0.0),
+        ("9" * 400 + "s", 0.0),
+        ("0001-01-01T00:00:00+05:00", 0.0),
+        ("9999-12-31T23:59:59Z", MAX_TIME),
+    ],
+)
+def test_absurd_times_are_clamped_not_an_error_later(text: str, expected: float) -> None:
+    """Found by fuzzing (issue 13, item 11): an annotation ``since=999999999d`` made formatting the time raise."""
+    value = parse_time(text, 1_767_225_600.0)
+    assert value == expected
+    assert format_time(value) in {"1970-01-01T00:00:00.000Z", "9999-12-31T23:59:59.000Z"}

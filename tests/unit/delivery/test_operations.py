@@ -178,22 +178,23 @@ async def test_resume_sends_the_held_batch_at_once_even_while_waiting_for_a_retr
 async def test_redeliver_by_ids_and_by_range_in_acceptance_order(rig: Rig, receiver: Receiver) -> None:
     url = base(receiver)
     await rig.dispatcher.register(target(f"{url}/main"))
-    await rig.dispatcher.register(target(f"{url}/archive", "ns/archive", entities=["dashboard"]))
-    await rig.dispatcher.register(target(f"{url}/elsewhere", "other/hook", entities=["chart"]))
+    await rig.dispatcher.register(target(f"{url}/elsewhere", "other/hook", entities=["dashboard"]))
     t0 = time.time()
     await rig.dispatcher.submit([event(i) for i in range(1, 5)] + [event(9, "dashboard")])
     await until(lambda: len(receiver.received) == 5)
+    # Registered afterwards, so it was sent none of them; its filters admit the tables (re-applied on ``to``).
+    await rig.dispatcher.register(target(f"{url}/archive", "ns/archive", entities=["table", "dashboard"]))
 
     result = await rig.ops.redeliver("ns/hook", RedeliverRequest(("ev-0003", "ev-0001", "gone")), "dave")
     assert (result.target, result.event_ids, result.missing) == ("ns/hook", ["ev-0001", "ev-0003"], ["gone"])
     await until(lambda: len(receiver.received) == 7)
     assert [r.json()["eventId"] for r in receiver.received[-2:]] == ["ev-0001", "ev-0003"]
 
-    # The range holds what ns/hook delivered (not the dashboard event that only ns/archive got).
+    # The range holds what ns/hook delivered (not the dashboard event that only other/hook got).
     ranged = await rig.ops.redeliver("ns/hook", RedeliverRequest(since=t0 - 1, to="archive"), "erin")
     assert ranged.target == "ns/archive" and ranged.event_ids == ["ev-0001", "ev-0002", "ev-0003", "ev-0004"]
-    await until(lambda: len([r for r in receiver.received if r.path == "/archive"]) == 5)
-    assert [r.json()["eventId"] for r in receiver.received if r.path == "/archive"][1:] == ranged.event_ids
+    await until(lambda: len([r for r in receiver.received if r.path == "/archive"]) == 4)
+    assert [r.json()["eventId"] for r in receiver.received if r.path == "/archive"] == ranged.event_ids
     logged = await rig.store.attempts("ns/archive", AttemptQuery(outcome=AttemptOutcome.REDELIVERY_QUEUED))
     assert logged[0].note == "redelivery of 4 event(s) requested by erin from ns/hook"
     source = await rig.store.attempts("ns/hook", AttemptQuery(outcome=AttemptOutcome.REDELIVERY_QUEUED))
@@ -236,3 +237,78 @@ async def test_annotations_act_once_per_new_value_and_remember_status(rig: Rig, 
         "test"
     ]
     assert len(receiver.received) == 2
+
+
+# -- scope of redelivery (issue 13, finding 3 and the annotation part of 11) -------------------------------------
+
+
+async def test_redeliver_by_id_of_another_webhooks_event_is_answered_as_an_unknown_id(
+    rig: Rig, receiver: Receiver
+) -> None:
+    url = base(receiver)
+    await rig.dispatcher.register(target(f"{url}/a", "team-a/hook"))
+    await rig.dispatcher.register(target(f"{url}/b", "team-b/mine", entities=["dashboard"]))
+    t0 = time.time()
+    await rig.dispatcher.submit([event(1), event(2, "dashboard")])  # 1 routed to team-a only, 2 to team-b only
+    await until(lambda: len(receiver.received) == 2)
+
+    answers = []
+    for asked in (("ev-0001",), ("never-accepted",)):
+        with pytest.raises(OperationError) as info:
+            await rig.ops.redeliver("team-b/mine", RedeliverRequest(asked), "mallory")
+        answers.append((info.value.status, info.value.message))
+    assert answers[0] == answers[1] and answers[0][0] == 409, answers  # no oracle: the same answer
+    mixed = await rig.ops.redeliver("team-b/mine", RedeliverRequest(("ev-0001", "ev-0002", "never-accepted")), "m")
+    assert (mixed.event_ids, mixed.missing) == (["ev-0002"], ["ev-0001", "never-accepted"])
+    await until(lambda: len([r for r in receiver.received if r.path == "/b"]) == 2)
+    # By time range too: only what team-b/mine itself was given.
+    ranged = await rig.ops.redeliver("team-b/mine", RedeliverRequest(since=t0 - 1), "m")
+    assert ranged.event_ids == ["ev-0002"]
+    await until(lambda: len([r for r in receiver.received if r.path == "/b"]) == 3)
+    await rig.dispatcher.idle()
+    assert [r.json()["eventId"] for r in receiver.received if r.path == "/b"] == ["ev-0002"] * 3
+    logged = await rig.store.attempts("team-b/mine", AttemptQuery())
+    assert all("ev-0001" not in line.event_ids for line in logged)
+
+
+async def test_redeliver_to_another_webhook_reapplies_its_filters(rig: Rig, receiver: Receiver) -> None:
+    url = base(receiver)
+    await rig.dispatcher.register(target(f"{url}/tables", "ns/tables"))
+    await rig.dispatcher.register(target(f"{url}/dash", "ns/dash", entities=["dashboard"]))
+    await rig.dispatcher.register(target(f"{url}/all", "ns/all", entities=["table", "dashboard"]))
+    t0 = time.time()
+    await rig.dispatcher.submit([event(1), event(2, "dashboard")])
+    await until(lambda: len(receiver.received) == 4)
+
+    with pytest.raises(OperationError) as info:  # nothing of it matches ns/dash's filters: nothing is queued
+        await rig.ops.redeliver("ns/tables", RedeliverRequest(("ev-0001",), to="dash"), "x")
+    assert info.value.status == 409 and "filters of ns/dash" in info.value.message
+    assert await rig.store.attempts("ns/dash", AttemptQuery(outcome=AttemptOutcome.REDELIVERY_QUEUED)) == []
+    some = await rig.ops.redeliver("ns/all", RedeliverRequest(("ev-0001", "ev-0002"), to="dash"), "x")
+    assert (some.target, some.event_ids, some.filtered, some.missing) == ("ns/dash", ["ev-0002"], ["ev-0001"], [])
+    ranged = await rig.ops.redeliver("ns/all", RedeliverRequest(since=t0 - 1, to="tables"), "x")
+    assert (ranged.event_ids, ranged.filtered) == (["ev-0001"], ["ev-0002"])
+    await rig.dispatcher.idle()
+    assert [r.json()["eventId"] for r in receiver.received if r.path == "/dash"] == ["ev-0002", "ev-0002"]
+    assert [r.json()["eventId"] for r in receiver.received if r.path == "/tables"] == ["ev-0001", "ev-0001"]
+
+
+async def test_a_redeliver_annotation_may_not_name_another_webhook(rig: Rig, receiver: Receiver) -> None:
+    """HTTP checks ``patch`` on the ``to`` Webhook; an annotation carries no user to check, so it may not name one."""
+    url = base(receiver)
+    await rig.dispatcher.register(target(f"{url}/hook", "ns/hook"))
+    await rig.dispatcher.register(target(f"{url}/copy", "ns/copy"))
+    await rig.dispatcher.submit([event(1)])
+    await until(lambda: len(receiver.received) == 2)
+    who = lambda op: "kubectl-annotate (annotation)"  # noqa: E731
+    acted = await rig.annotations.annotations_changed("ns/hook", "uid-1", {A + "redeliver": "ids=ev-0001,to=copy"},
+                                                      handled=None, who=who)  # fmt: skip
+    assert acted == ["redeliver"]
+    [(key, kind, _reason, message)] = [e for e in rig.observer.events if e[2] == "OperationRejected"]
+    assert (key, kind) == ("ns/hook", "Warning") and "to=copy" in message and "kubectl webhook redeliver" in message
+    # Naming itself is no other Webhook: that still works.
+    await rig.annotations.annotations_changed("ns/hook", "uid-1", {A + "redeliver": "ids=ev-0001,to=hook"},
+                                              handled=None, who=who)  # fmt: skip
+    await rig.dispatcher.idle()
+    assert [r.path for r in receiver.received].count("/copy") == 1
+    assert [r.path for r in receiver.received].count("/hook") == 2

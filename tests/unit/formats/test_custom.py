@@ -11,7 +11,7 @@ import pytest
 from support.events import event
 from webhook_operator.api.events import ChangeEvent
 from webhook_operator.api.webhook import WebhookType
-from webhook_operator.formats import custom
+from webhook_operator.formats import template_sandbox
 from webhook_operator.formats.base import FormatError, Rendered
 from webhook_operator.formats.custom import CustomFormatter, compile_template
 from webhook_operator.formats.generic import GenericFormatter
@@ -19,6 +19,7 @@ from webhook_operator.formats.generic import GenericFormatter
 from ._helpers import FCT, batch, ctx, everyone
 
 CUSTOM = WebhookType.CUSTOM
+LIMIT = "exceeded the output size limit"
 
 
 def render(template: str | None, events: list[ChangeEvent] | None = None, **overrides: Any) -> Rendered:
@@ -111,8 +112,11 @@ def test_syntax_errors_name_the_line(template: str, message: str) -> None:
         ("{{ event.__init__.__globals__ }}", r"^payloadTemplate line 1: access to attribute '__init__'"),
         ("a\nb\n{{ 1 / 0 }}", r"^payloadTemplate line 3: ZeroDivisionError: division by zero$"),
         ("{{ range(10 ** 7) | list }}", r"^payloadTemplate line 1: OverflowError: Range too big"),
-        ("{{ 'x' * 100000000 }}", r"^payloadTemplate line 1: repeating a sequence to more than 1000000 items"),
-        ("{{ [1] * 100000000 }}", r"^payloadTemplate line 1: repeating a sequence"),
+        (
+            "{{ 'x' * 100000000 }}",
+            rf"^payloadTemplate line 1: {LIMIT}: repeating a sequence to more than 1000000 items",
+        ),
+        ("{{ [1] * 100000000 }}", rf"^payloadTemplate line 1: {LIMIT}: repeating a sequence"),
         ("{{ 10 ** 100000 }}", r"^payloadTemplate line 1: exponent 100000 is larger than 1000"),
         ("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", r"^payloadTemplate line 1: RecursionError"),
         ("{{ '\\ud800' }}", r"^payloadTemplate: output is not valid Unicode text"),
@@ -134,20 +138,20 @@ def test_small_multiplications_and_powers_still_work() -> None:
 
 
 def test_output_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(custom, "MAX_OUTPUT_CHARS", 1000)
-    with pytest.raises(FormatError, match="output is larger than 1000 characters"):
+    monkeypatch.setattr(template_sandbox, "MAX_OUTPUT_CHARS", 1000)
+    with pytest.raises(FormatError, match="exceeded the output size limit: output is larger than 1000 characters"):
         render("{% for i in range(100) %}{{ 'x' * 50 }}{% endfor %}")
 
 
 def test_compiled_templates_are_cached() -> None:
     template = "{{ event.eventId }} cached"
     compile_template(template)
-    before = custom._compiled.cache_info()
+    before = template_sandbox.compiled.cache_info()
     render(template)
     render(template)
-    after = custom._compiled.cache_info()
+    after = template_sandbox.compiled.cache_info()
     assert after.hits == before.hits + 2 and after.misses == before.misses
-    assert after.maxsize == custom.CACHE_SIZE
+    assert after.maxsize == template_sandbox.CACHE_SIZE
 
 
 def test_the_documented_example_template() -> None:

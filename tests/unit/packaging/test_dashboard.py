@@ -23,6 +23,9 @@ METRICS = {
     "webhook_operator_intake_events_total": {"result"},
     "webhook_operator_intake_requests_total": {"code"},
     "webhook_operator_status_patches_total": {"result"},
+    "webhook_operator_store_bytes": set(),
+    "webhook_operator_store_budget_bytes": set(),
+    "webhook_operator_dead_letters": {"namespace", "webhook"},
 }
 HISTOGRAMS = {"webhook_operator_delivery_attempt_seconds"}
 SERIES = {

@@ -172,7 +172,7 @@ async def test_skip_dead_letters_the_held_batch_with_a_log_line(h: Harness) -> N
     await s.fail("ns/a", record("ns/a", FAILED), RetryState(held_qids=(q[0].qid, q[1].qid), paused="failed"))
     await s.skip("ns/a", [q[0].qid, q[1].qid], record("ns/a", SKIPPED, "id-1", "id-2", note="skipped by alice"))
     assert await s.pending("ns/a") == [q[2]]
-    assert await s.lane_state("ns/a") == LaneState(RetryState(), Counters(0, 1, None), 1)  # not a delivery
+    assert await s.lane_state("ns/a") == LaneState(RetryState(), Counters(0, 1, None), 1, 2, T0)  # not a delivery
     [line] = await s.attempts("ns/a", AttemptQuery(outcome=SKIPPED))
     assert (line.note, list(line.event_ids)) == ("skipped by alice", ["id-1", "id-2"])
     assert ids(await s.delivered_events("ns/a", None, None, 10)) == ["id-1", "id-2"]
@@ -198,6 +198,32 @@ async def test_requeue_queues_behind_everything_in_the_callers_order(h: Harness)
     assert len(await s.attempts("ns/a", AttemptQuery(outcome=REQUEUED))) == 2  # logged even when nothing queued
     [again] = await s.requeue("ns/a", ["id-3"], record("ns/a", REQUEUED, "id-3"))  # still queued: queued twice
     assert ids(await s.pending("ns/a")) == ["id-3", "id-4", "id-2", "id-1", "id-3"] and again.qid > entries[1].qid
+
+
+async def test_hand_over_moves_the_whole_queue_held_batch_first_in_one_commit(h: Harness) -> None:
+    """The fallback takes over (issue 14): every entry of ns/a moves to ns/b's tail, the held batch first, both
+    logs name the moved events, the retry state (fallback set) is saved with it, and all of it survives a restart;
+    the events then count as routed to both (redelivery from either works)."""
+    s = h.store
+    q = (await s.enqueue([ev(1, "ns/a"), ev(2, "ns/a", "ns/b"), ev(3, "ns/a")])).queued
+    h.clock.advance(5)
+    retry = RetryState(attempts=3, paused="retryLimitReached", last_reason="HTTP 503", fallback="ns/b")
+    moved = await s.hand_over("ns/a", "ns/b", [q["ns/a"][1].qid], record("ns/a", SKIPPED, note="handed"),
+                              record("ns/b", REQUEUED, note="from ns/a"), retry)  # fmt: skip
+    assert ids(moved) == ["id-2", "id-1", "id-3"] and all(e.qid > q["ns/a"][-1].qid for e in moved)
+    assert [e.seq for e in moved] == [q["ns/a"][1].seq, q["ns/a"][0].seq, q["ns/a"][2].seq]
+    for restarted in (False, True):
+        store = await h.reopen() if restarted else s
+        assert await store.pending("ns/a") == [] and (await store.lane_state("ns/a")).retry == retry
+        assert ids(await store.pending("ns/b")) == ["id-2", "id-2", "id-1", "id-3"]  # its own id-2, then a's
+        assert [(r.outcome, r.event_ids, r.note) for r in await store.attempts("ns/a", AttemptQuery())] == [
+            (SKIPPED, ["id-2", "id-1", "id-3"], "handed")]  # fmt: skip
+        assert [(r.outcome, r.event_ids) for r in await store.attempts("ns/b", AttemptQuery())] == [
+            (REQUEUED, ["id-2", "id-1", "id-3"])]  # fmt: skip
+        for webhook in ("ns/a", "ns/b"):
+            assert ids(await store.routed_events(webhook, ["id-1", "id-3"])) == ["id-1", "id-3"]
+    empty = await h.store.hand_over("ns/a", "ns/b", [], record("ns/a", SKIPPED), record("ns/b", REQUEUED), retry)
+    assert empty == [] and len(await h.store.pending("ns/b")) == 4
 
 
 # -- log -----------------------------------------------------------------------------------------------------
@@ -342,7 +368,7 @@ async def test_everything_survives_a_restart(h: Harness) -> None:
                 await s.delivered_events("ns/a", None, None, 10)]  # fmt: skip
 
     before = await snapshot(s)
-    assert before[0] == LaneState(retry, Counters(0, 1, None), 1)
+    assert before[0] == LaneState(retry, Counters(0, 1, None), 1, 1, T0)  # the skipped id-2 is a dead letter
     s = await h.reopen()
     assert await snapshot(s) == before
     new = await s.enqueue([ev(3, "ns/a"), ev(1, "ns/a")])
@@ -372,3 +398,53 @@ async def test_a_write_the_store_cannot_take_fails_whole_and_leaves_nothing_behi
     assert await s.events_by_id(["id-2", "id-3"]) == [] and await s.webhook_keys() == ["ns/a"]
     retried = await s.enqueue([ev(2, "ns/a", body=b"x" * 200_000), ev(3, "ns/b")])
     assert retried.accepted == 2  # the failed call left no trace, not even a duplicate id
+
+
+# -- routed: what redelivery may touch (issue 13, finding 3) --------------------------------------------------
+
+
+async def test_routed_events_are_those_queued_logged_or_dead_lettered_for_that_webhook(h: Harness) -> None:
+    """Redelivery by id may only touch events the webhook itself was given: queued for it, in its delivery log
+    (delivered, failed, skipped, redelivered to it) or in its dead letters — after a restart as before."""
+    s = h.store
+    q = (await s.enqueue([ev(1, "ns/a"), ev(2, "ns/b"), ev(3, "ns/a", "ns/b"), ev(4), ev(5, "ns/a")])).queued
+    asked = ["id-5", "id-4", "id-3", "id-2", "id-1", "id-9", "id-3"]
+    assert ids(await s.routed_events("ns/a", asked)) == ["id-1", "id-3", "id-5"]  # acceptance order, each once
+    assert ids(await s.routed_events("ns/b", asked)) == ["id-2", "id-3"]
+    assert await s.routed_events("ns/c", asked) == [] and await s.routed_events("ns/a", []) == []
+    # Delivered (dequeued), failed and dead-lettered events stay routed to their webhook, and only to it.
+    await s.complete("ns/a", [q["ns/a"][0].qid], record("ns/a", DELIVERED, "id-1"))
+    await s.fail("ns/b", record("ns/b", FAILED, "id-2"), RetryState(held_qids=(q["ns/b"][0].qid,), attempts=1))
+    await s.skip("ns/b", [q["ns/b"][0].qid], record("ns/b", SKIPPED, "id-2"))
+    await s.requeue("ns/c", ["id-4"], record("ns/c", REQUEUED, "id-4"))  # redelivered to it: now routed to it
+    await s.log(record("ns/a", AttemptOutcome.TEST, "id-4"))  # a test line's id is never a routing
+    for restarted in (False, True):
+        store = await h.reopen() if restarted else s
+        assert ids(await store.routed_events("ns/a", asked)) == ["id-1", "id-3", "id-5"]
+        assert ids(await store.routed_events("ns/b", asked)) == ["id-2", "id-3"]
+        assert ids(await store.routed_events("ns/c", asked)) == ["id-4"]
+    got = await h.store.routed_events("ns/a", ["id-1"])
+    assert [(e.qid, e.seq, e.body, e.received_at) for e in got] == [(0, q["ns/a"][0].seq, b'{"n":1}', T0)]
+
+
+async def test_routed_events_survive_the_queue_row_but_not_the_event(h: Harness) -> None:
+    """A dead letter alone (no log line: e.g. dequeued by a store bound) is proof enough; a pruned event is gone."""
+    s = h.store
+    q = (await s.enqueue([ev(1, "ns/a"), ev(2, "ns/a")])).queued["ns/a"]
+    await s.skip("ns/a", [q[0].qid], record("ns/a", SKIPPED, "id-other", note="a line that names another id"))
+    assert ids(await s.routed_events("ns/a", ["id-1", "id-2", "id-other"])) == ["id-1", "id-2"]
+    await s.complete("ns/a", [q[1].qid], record("ns/a", DELIVERED, "id-2", started_at=T0))
+    h.clock.advance(3600)
+    await s.prune(T0 + 1)
+    assert await s.routed_events("ns/a", ["id-1", "id-2"]) == []
+
+
+async def test_a_log_line_older_than_the_event_is_no_routing(h: Harness) -> None:
+    """An id accepted again after its first event was pruned: the old log line named the old event, not this one."""
+    s = h.store
+    [entry] = (await s.enqueue([ev(1, "ns/a")])).queued["ns/a"]
+    await s.complete("ns/a", [entry.qid], record("ns/a", DELIVERED, "id-1", started_at=T0 + 10))
+    h.clock.advance(100)
+    await s.prune(T0 + 5)  # the event goes, the later log line stays
+    await s.enqueue([ev(1, "ns/b")])
+    assert await s.routed_events("ns/a", ["id-1"]) == [] and ids(await s.routed_events("ns/b", ["id-1"])) == ["id-1"]
