@@ -99,6 +99,10 @@ def _printer_columns() -> list[dict[str, Any]]:
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         {"name": "Pending", "type": "integer", "jsonPath": ".status.counts.pending", "priority": 1},
         {"name": "Endpoint", "type": "string", "jsonPath": ".spec.webhookConfig.endpoint", "priority": 1},
+        {"name": "Version", "type": "number", "jsonPath": ".status.version", "priority": 1},
+        {"name": "Fallback", "type": "string", "jsonPath": ".spec.fallback.name", "priority": 1},
+        {"name": "Fallback Active", "type": "boolean", "jsonPath": ".status.fallbackActive", "priority": 1},
+        {"name": "Triggers", "type": "string", "jsonPath": ".spec.triggers[*].name", "priority": 1},
         {
             "name": "Next Attempt",
             "type": "date",
@@ -118,7 +122,7 @@ def build_crd() -> dict[str, Any]:
     spec = structural_schema(
         WebhookSpec,
         "A Webhook enables real-time event notifications via HTTP callbacks. Entity fields that Kubernetes owns "
-        "(id, name, version, updatedAt, updatedBy, href, deleted) live in metadata.",
+        "(id, name, href, deleted) live in metadata; version, updatedAt, updatedBy and changeDescription in status.",
     )
     status = structural_schema(
         WebhookStatus, "Delivery state written by webhook-operator through the status subresource."

@@ -11,11 +11,20 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
 
 from webhook_operator.api._model import EXTENSION, ResourceModel
+from webhook_operator.api.encoding import compact_json
+from webhook_operator.api.related import (
+    ACCEPT_FROM_DESCRIPTION,
+    ACCEPT_FROM_ITEM_PATTERN,
+    FALLBACK_DESCRIPTION,
+    TRIGGERS_DESCRIPTION,
+    FallbackRef,
+    TriggerRef,
+)
 
 # The status half of the resource, re-exported: ``api.webhook`` is the one import for the whole Webhook resource.
 from webhook_operator.api.webhook_status import WebhookState as WebhookState
@@ -53,8 +62,30 @@ class SignatureScheme(StrEnum):
     """How requests are signed when a secret is configured."""
 
     OPENMETADATA = "OpenMetadata"
+    #: What OpenMetadata's own server sends (``X-OM-Signature``, base64), for receivers written against it.
+    OPENMETADATA_SERVER = "OpenMetadataServer"
     STANDARD_WEBHOOKS = "StandardWebhooks"
 
+
+class PayloadShape(StrEnum):
+    """The body a Generic webhook (or a Custom one without a template) sends; see docs/formats.md."""
+
+    #: The seed's payload object (batchSize 1) or the list document (batchSize > 1): today's default.
+    SEED = "seed"
+    #: Exactly the ChangeEvent as OpenMetadata's own generic publisher posts it: one event per request, no added keys.
+    OPENMETADATA_EVENT = "openMetadataEvent"
+    #: OpenMetadata's legacy list document ``{"data": [...], "paging": {...}}`` for every batch, batchSize 1 too.
+    LIST = "list"
+
+
+#: Largest ``spec.extension`` (compact JSON bytes): custom properties are labels, not documents, and every Webhook
+#: object is read by every watch of it.
+MAX_EXTENSION_BYTES = 16 * 1024
+
+PAYLOAD_SHAPE_MESSAGE = (
+    "webhookConfig.payloadShape other than seed is only allowed with webhookType Generic, or Custom without a "
+    "payloadTemplate (the other formats have their own body)"
+)
 
 _STRING_LIST: dict[str, Any] = {
     "maxItems": 256,
@@ -181,8 +212,17 @@ class WebhookConfig(ResourceModel):
         default=SignatureScheme.OPENMETADATA,
         alias="signatureScheme",
         description=EXTENSION + "How requests are signed when a secret is set: OpenMetadata "
-        "(X-OpenMetadata-Signature: sha256=<hex HMAC>) or StandardWebhooks (webhook-id, webhook-timestamp, "
-        "webhook-signature).",
+        "(X-OpenMetadata-Signature: sha256=<hex HMAC>, the seed's form), OpenMetadataServer "
+        "(X-OM-Signature: sha256=<base64 HMAC>, what OpenMetadata's own server sends) or StandardWebhooks "
+        "(webhook-id, webhook-timestamp, webhook-signature).",
+    )
+    payload_shape: PayloadShape = Field(
+        default=PayloadShape.SEED,
+        alias="payloadShape",
+        description=EXTENSION + "Body of Generic webhooks (and Custom without a template): seed (the seed's payload, "
+        "a list document when batchSize > 1), openMetadataEvent (the ChangeEvent exactly as OpenMetadata's generic "
+        "publisher posts it, one event per request whatever batchSize says) or list (the legacy list document for "
+        "every batch).",
     )
     tls: TlsConfig | None = Field(default=None, description=EXTENSION + "TLS options for https endpoints.")
 
@@ -252,6 +292,39 @@ class TagLabel(ResourceModel):
     )
 
 
+#: A queue age limit: a whole number of seconds, minutes, hours or days ("90m", "7d").
+QUEUE_AGE_PATTERN = r"^[1-9][0-9]{0,8}(s|m|h|d)$"
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_QUEUED_LIMIT = 100_000_000
+
+
+class DeliveryLimits(ResourceModel):
+    """How much one webhook may keep queued. Both can only tighten the operator's own limits (``--max-queued-per-
+    webhook``, ``--max-queued-age``): whoever can write a Webhook must not be able to fill the shared store."""
+
+    max_queued: StrictInt | None = Field(
+        default=None,
+        alias="maxQueued",
+        ge=1,
+        le=MAX_QUEUED_LIMIT,
+        description=EXTENSION + "Most events queued for this webhook; beyond it the oldest (never the batch being "
+        "retried) move to the dead letters. At most the operator's --max-queued-per-webhook.",
+    )
+    max_queued_age: str | None = Field(
+        default=None,
+        alias="maxQueuedAge",
+        pattern=QUEUE_AGE_PATTERN,
+        description=EXTENSION + "Longest an event waits queued (e.g. 90m, 7d); older ones (never the batch being "
+        "retried) move to the dead letters. At most the operator's --max-queued-age.",
+    )
+
+    @property
+    def max_queued_age_seconds(self) -> float | None:
+        if self.max_queued_age is None:
+            return None
+        return float(int(self.max_queued_age[:-1]) * _AGE_UNITS[self.max_queued_age[-1]])
+
+
 class WebhookSpec(ResourceModel):
     display_name: str | None = Field(
         default=None, alias="displayName", description="Display name for the webhook", max_length=256
@@ -278,6 +351,31 @@ class WebhookSpec(ResourceModel):
         default=None, description="Tags for this webhook", json_schema_extra={"maxItems": 64}
     )
     domain: EntityReference | None = Field(default=None, description="Domain the webhook belongs to")
+    extension: dict[str, Any] | None = Field(
+        default=None,
+        description="Custom properties of the webhook (OpenMetadata's entity extension): any JSON object, at most "
+        f"{MAX_EXTENSION_BYTES // 1024} KiB as compact JSON; Custom templates see it as webhook.extension.",
+        json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True, "maxProperties": 256},
+    )
+    delivery: DeliveryLimits | None = Field(
+        default=None,
+        description=EXTENSION + "Queue limits of this webhook: events over them go to the dead letters (kept for the "
+        "retention period, redeliverable), with a Warning Event and status.failureDetails.",
+    )
+    fallback: FallbackRef | None = Field(default=None, description=FALLBACK_DESCRIPTION)
+    triggers: list[TriggerRef] | None = Field(
+        default=None,
+        description=TRIGGERS_DESCRIPTION,
+        json_schema_extra={"maxItems": 16, "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    accept_from: list[Annotated[str, Field(min_length=1, max_length=253, pattern=ACCEPT_FROM_ITEM_PATTERN)]] | None = (
+        Field(
+            default=None,
+            alias="acceptFrom",
+            description=ACCEPT_FROM_DESCRIPTION,
+            json_schema_extra={"maxItems": 64, "x-kubernetes-list-type": "set"},
+        )
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -286,13 +384,45 @@ class WebhookSpec(ResourceModel):
                     "rule": "!has(self.webhookConfig.payloadTemplate) || self.webhookType == 'Custom'",
                     "message": "webhookConfig.payloadTemplate is only allowed with webhookType Custom",
                     "fieldPath": ".webhookConfig.payloadTemplate",
-                }
+                },
+                {
+                    "rule": "!has(self.webhookConfig.payloadShape) || self.webhookConfig.payloadShape == 'seed' "
+                    "|| self.webhookType == 'Generic' "
+                    "|| (self.webhookType == 'Custom' && !has(self.webhookConfig.payloadTemplate))",
+                    "message": PAYLOAD_SHAPE_MESSAGE,
+                    "fieldPath": ".webhookConfig.payloadShape",
+                },
             ]
         }
     )
 
+    @field_validator("extension")
+    @classmethod
+    def _bounded_extension(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and len(compact_json(value)) > MAX_EXTENSION_BYTES:
+            raise ValueError(f"extension is larger than {MAX_EXTENSION_BYTES // 1024} KiB as compact JSON")
+        return value
+
     @model_validator(mode="after")
     def _template_only_for_custom(self) -> WebhookSpec:
-        if self.webhook_config.payload_template is not None and self.webhook_type is not WebhookType.CUSTOM:
+        cfg = self.webhook_config
+        if cfg.payload_template is not None and self.webhook_type is not WebhookType.CUSTOM:
             raise ValueError("webhookConfig.payloadTemplate is only allowed with webhookType Custom")
+        if cfg.payload_shape is not PayloadShape.SEED and not self.generic_body:
+            raise ValueError(PAYLOAD_SHAPE_MESSAGE)
         return self
+
+    @property
+    def generic_body(self) -> bool:
+        """Whether requests carry the Generic body (Generic, or Custom without a template), which payloadShape picks."""
+        custom_plain = self.webhook_type is WebhookType.CUSTOM and self.webhook_config.payload_template is None
+        return self.webhook_type is WebhookType.GENERIC or custom_plain
+
+    @property
+    def delivery_batch_size(self) -> int:
+        """Events per request: ``batchSize``, except that the openMetadataEvent shape is one event per request (as
+        OpenMetadata's publisher sends it). Each event is then its own attempt, so a failure never re-sends events
+        a receiver already took, which grouping several requests into one attempt would."""
+        if self.webhook_config.payload_shape is PayloadShape.OPENMETADATA_EVENT and self.generic_body:
+            return 1
+        return self.batch_size

@@ -55,6 +55,21 @@ class FailureDetails(ResourceModel):
     next_attempt: datetime | None = Field(
         default=None, alias="nextAttempt", description="Timestamp of next retry attempt"
     )
+    dead_letters: int | None = Field(
+        default=None,
+        ge=0,
+        alias="deadLetters",
+        description=EXTENSION + "Events of this webhook in the dead letters (moved there by the queue limits "
+        "maxQueued/maxQueuedAge, or skipped); kept for the retention period and redeliverable.",
+    )
+    dead_lettered_since: datetime | None = Field(
+        default=None, alias="deadLetteredSince", description=EXTENSION + "When the oldest of those was dead-lettered."
+    )
+    last_dead_letter_reason: str | None = Field(
+        default=None,
+        alias="lastDeadLetterReason",
+        description=EXTENSION + "Why the queue limits last moved events to the dead letters.",
+    )
 
 
 class DeliveryCounts(ResourceModel):
@@ -85,6 +100,32 @@ class HandledAnnotations(ResourceModel):
     resume: str | None = Field(default=None, description="Last handled events.open-metadata.org/resume value.")
     skip: str | None = Field(default=None, description="Last handled events.open-metadata.org/skip value.")
     redeliver: str | None = Field(default=None, description="Last handled events.open-metadata.org/redeliver value.")
+
+
+class FieldChange(ResourceModel):
+    """One changed spec field, OpenMetadata's ``FieldChange``: values as JSON text, secrets shown as "(hidden)"."""
+
+    name: str = Field(description="Dotted path of the spec field, e.g. webhookConfig.endpoint.")
+    old_value: str | None = Field(default=None, alias="oldValue", description="Previous value as JSON text.")
+    new_value: str | None = Field(default=None, alias="newValue", description="New value as JSON text.")
+
+
+class SpecChangeDescription(ResourceModel):
+    """What the last spec change changed, as OpenMetadata's ``changeDescription`` of an entity version."""
+
+    fields_added: list[FieldChange] = Field(default_factory=list, alias="fieldsAdded", description="Fields added.")
+    fields_updated: list[FieldChange] = Field(
+        default_factory=list, alias="fieldsUpdated", description="Fields whose value changed."
+    )
+    fields_deleted: list[FieldChange] = Field(
+        default_factory=list, alias="fieldsDeleted", description="Fields removed."
+    )
+    omitted_changes: int | None = Field(
+        default=None, alias="omittedChanges", description="Changes not listed (more than 32 of one kind)."
+    )
+    previous_version: float | None = Field(
+        default=None, alias="previousVersion", description="The version this change started from."
+    )
 
 
 class WebhookStatus(ResourceModel):
@@ -118,4 +159,34 @@ class WebhookStatus(ResourceModel):
         default=None,
         alias="handledAnnotations",
         description=EXTENSION + "Operation annotations already acted on, so a restart does not repeat them.",
+    )
+    version: float | None = Field(
+        default=None,
+        description="The entity's version in OpenMetadata's notation: 0.1 when created, +0.1 per spec change "
+        "(metadata.generation / 10).",
+    )
+    updated_at: datetime | None = Field(
+        default=None, alias="updatedAt", description="When the spec was last changed (its field manager's write)."
+    )
+    updated_by: str | None = Field(
+        default=None,
+        alias="updatedBy",
+        description="Field manager of the last spec change (metadata.managedFields), e.g. kubectl-client-side-apply "
+        "or argocd-controller: the client that wrote it, not a person.",
+    )
+    fallback_active: bool | None = Field(
+        default=None,
+        alias="fallbackActive",
+        description=EXTENSION + "Whether spec.fallback has taken over this webhook's events (set when spec.fallback "
+        "is).",
+    )
+    fallback_reason: str | None = Field(
+        default=None,
+        alias="fallbackReason",
+        description=EXTENSION + "Why the fallback is active and where the events go.",
+    )
+    change_description: SpecChangeDescription | None = Field(
+        default=None,
+        alias="changeDescription",
+        description="What the last spec change changed (secret values hidden), with previousVersion.",
     )

@@ -1,4 +1,4 @@
-"""Request signatures: OpenMetadata's HMAC header and Standard Webhooks.
+"""Request signatures: the seed's HMAC header, OpenMetadata's server header, and Standard Webhooks.
 
 Both sign the exact body bytes that go on the wire, so callers must sign the serialized body they send and never
 re-serialize after signing.
@@ -6,6 +6,9 @@ re-serialize after signing.
 * ``OpenMetadata``: ``X-OpenMetadata-Signature: sha256=<hex HMAC-SHA256(secret, body)>``, exactly what the seed's
   documented ``verify_signature(payload, signature, secret_key)`` accepts. It has no timestamp (replayable) and room
   for a single signature, so with several secrets (rotation) only the first one signs.
+* ``OpenMetadataServer``: ``X-OM-Signature: sha256=<base64 HMAC-SHA256(secret, body)>``, what OpenMetadata's own
+  event publisher sends (its ``CommonUtil.calculateHMAC`` encodes the digest with base64, not hex). Receivers written
+  for OpenMetadata verify this one, not the seed's. Same single-signature limit as ``OpenMetadata``.
 * ``StandardWebhooks`` (standardwebhooks.com, Svix): ``webhook-id``, ``webhook-timestamp`` (unix seconds) and
   ``webhook-signature: v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>``, one space-separated entry per
   secret so that a receiver holding either the old or the new secret verifies during a rotation.
@@ -26,6 +29,7 @@ from functools import lru_cache
 from webhook_operator.api.webhook import SignatureScheme
 
 OPENMETADATA_SIGNATURE_HEADER = "X-OpenMetadata-Signature"
+OM_SERVER_SIGNATURE_HEADER = "X-OM-Signature"
 WEBHOOK_ID_HEADER = "webhook-id"
 WEBHOOK_TIMESTAMP_HEADER = "webhook-timestamp"
 WEBHOOK_SIGNATURE_HEADER = "webhook-signature"
@@ -35,6 +39,12 @@ WHSEC_PREFIX = "whsec_"
 def openmetadata_signature(secret: str, body: bytes) -> str:
     """``sha256=<hex HMAC-SHA256(secret as UTF-8, body)>``, the value of ``X-OpenMetadata-Signature``."""
     return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+def openmetadata_server_signature(secret: str, body: bytes) -> str:
+    """``sha256=<base64 HMAC-SHA256(secret as UTF-8, body)>``, the value of ``X-OM-Signature``."""
+    digest = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).digest()
+    return "sha256=" + base64.b64encode(digest).decode("ascii")
 
 
 @lru_cache(maxsize=1024)
@@ -86,12 +96,14 @@ def signature_headers(
 
     ``delivery_id`` becomes the Standard Webhooks ``webhook-id`` and must stay the same across retries of one delivery
     (receivers deduplicate on it); ``now`` is unix time in seconds (truncated to whole seconds). For the OpenMetadata
-    scheme only ``secrets[0]`` signs: the seed's header holds a single signature.
+    schemes only ``secrets[0]`` signs: their header holds a single signature.
     """
     if not secrets:
         return {}
     if scheme is SignatureScheme.OPENMETADATA:
         return {OPENMETADATA_SIGNATURE_HEADER: openmetadata_signature(secrets[0], body)}
+    if scheme is SignatureScheme.OPENMETADATA_SERVER:
+        return {OM_SERVER_SIGNATURE_HEADER: openmetadata_server_signature(secrets[0], body)}
     if scheme is SignatureScheme.STANDARD_WEBHOOKS:
         return standard_webhooks_headers(secrets, delivery_id, int(now), body)
     raise ValueError(f"unknown signature scheme {scheme!r}")

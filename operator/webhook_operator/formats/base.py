@@ -6,12 +6,12 @@ and the dispatcher owns all I/O.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from webhook_operator.api.events import ChangeEvent
-from webhook_operator.api.webhook import WebhookType
+from webhook_operator.api.webhook import PayloadShape, WebhookType
 
 
 class FormatError(Exception):
@@ -27,6 +27,8 @@ class RenderContext:
     webhook_type: WebhookType
     batch_size: int = 1
     payload_template: str | None = None
+    #: The Generic body's shape (Generic, and Custom without a template); the chat formats ignore it.
+    payload_shape: PayloadShape = PayloadShape.SEED
     send_to_admins: bool = False
     send_to_owners: bool = False
     send_to_followers: bool = False
@@ -34,6 +36,8 @@ class RenderContext:
     #: Base URL of the OpenMetadata UI for entity links (operator configuration); None means FQN text only.
     ui_base_url: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    #: The webhook's custom properties (``spec.extension``), for Custom templates as ``webhook.extension``.
+    extension: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,10 @@ from typing import Any
 
 from webhook_operator.api.encoding import compact_json
 from webhook_operator.api.events import ChangeEvent
+from webhook_operator.api.webhook import PayloadShape
 from webhook_operator.formats._common import require_events, resolve_recipients, wants_recipients
 from webhook_operator.formats.base import FormatError, RenderContext
+from webhook_operator.formats.om_event import openmetadata_event, openmetadata_event_body
 
 _SEED_KEYS = ("eventType", "timestamp", "entityType", "entityId", "entityFullyQualifiedName", "userName", "entity")
 #: Keys ``event_payload`` writes itself or drops, so never copied from the event's other fields.
@@ -45,14 +47,30 @@ def event_payload(event: ChangeEvent, ctx: RenderContext) -> dict[str, Any]:
     return payload
 
 
+def _single(events: Sequence[ChangeEvent], ctx: RenderContext) -> bool:
+    """Whether the body is one event object rather than the list document: per webhook, never per batch, so a
+    receiver always parses one shape (the list shape even for a batch of one)."""
+    if ctx.payload_shape is PayloadShape.OPENMETADATA_EVENT:
+        if len(events) != 1:
+            raise FormatError(f"payloadShape openMetadataEvent is one event per request; the batch has {len(events)}")
+        return True
+    if ctx.payload_shape is PayloadShape.LIST:
+        return False
+    if ctx.batch_size == 1 and len(events) != 1:
+        raise FormatError(f"batchSize is 1 but the batch holds {len(events)} events")
+    return ctx.batch_size == 1
+
+
 def generic_document(events: Sequence[ChangeEvent], ctx: RenderContext) -> Any:
-    """batchSize 1: the event object itself. batchSize > 1: always OpenMetadata's list shape
-    ``{"data": [...], "paging": {"total": n}}``, even for a batch of one, so a receiver parses one shape."""
+    """The seed shape: batchSize 1, the event object itself; batchSize > 1, always OpenMetadata's list shape
+    ``{"data": [...], "paging": {"total": n}}``, even for a batch of one. ``payloadShape`` may ask for the list shape
+    always (``list``) or for the bare ChangeEvent (``openMetadataEvent``)."""
     require_events(events)
+    if ctx.payload_shape is PayloadShape.OPENMETADATA_EVENT:
+        _single(events, ctx)
+        return openmetadata_event(events[0])
     payloads = [event_payload(event, ctx) for event in events]
-    if ctx.batch_size == 1:
-        if len(payloads) != 1:
-            raise FormatError(f"batchSize is 1 but the batch holds {len(payloads)} events")
+    if _single(events, ctx):
         return payloads[0]
     return {"data": payloads, "paging": {"total": len(payloads)}}
 
@@ -96,8 +114,9 @@ def generic_body(events: Sequence[ChangeEvent], ctx: RenderContext) -> bytes:
     set, ``recipients``. Compact JSON of an object is its members' encodings joined by commas, so the splice is
     exactly what encoding the whole document gives."""
     require_events(events)
-    if ctx.batch_size == 1 and len(events) != 1:
-        raise FormatError(f"batchSize is 1 but the batch holds {len(events)} events")
+    single = _single(events, ctx)
+    if ctx.payload_shape is PayloadShape.OPENMETADATA_EVENT:
+        return openmetadata_event_body(events[0])
     name = compact_json(ctx.webhook_name)
     recipients = wants_recipients(ctx)
     bodies = []
@@ -105,6 +124,6 @@ def generic_body(events: Sequence[ChangeEvent], ctx: RenderContext) -> bytes:
         parts = _parts_of(event)
         extra = b',"recipients":' + compact_json(resolve_recipients(event, ctx).as_json()) if recipients else b""
         bodies.append(b"".join((parts.head, name, parts.tail, extra, b"}")))
-    if ctx.batch_size == 1:
+    if single:
         return bodies[0]
     return b'{"data":[' + b",".join(bodies) + b'],"paging":{"total":' + str(len(bodies)).encode() + b"}}"

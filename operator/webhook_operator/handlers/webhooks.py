@@ -4,6 +4,7 @@ re-trigger them."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -16,9 +17,11 @@ from webhook_operator.service import OperatorService
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-async def webhook_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def webhook_changed(body: kopf.Body, memo: kopf.Memo, old: Any = None, **_: Any) -> None:
+    # On the spec update handler kopf's ``old`` is the previous *spec* (the handler is scoped to field="spec"); on
+    # create and resume it is None.
     service: OperatorService = memo.service
-    await kube.apply(service.reconciler, body)
+    await kube.apply(service.reconciler, body, old if isinstance(old, Mapping) else None)
 
 
 # No finalizer: cleanup is local (queue state), so a raw DELETED watch event is enough, and a Webhook deleted while

@@ -15,6 +15,9 @@ from typing import Any
 from webhook_operator.api.outcomes import WebhookSnapshot
 from webhook_operator.status.summary import NO_CONDITIONS, OperatorConditions, pruned, summarize, with_operations
 
+#: The status fields of the resource's own version history (``api.history``).
+HISTORY_FIELDS = ("version", "updatedAt", "updatedBy", "changeDescription")
+
 #: The parts of an entry whose change is a transition worth writing at once (see ``schedule``).
 Signature = tuple[str | None, str | None, tuple[str, ...], int | None, int]
 
@@ -32,6 +35,8 @@ class Entry:
     written_signature: Signature | None = None
     last_test: dict[str, Any] | None = None  # status.lastTest
     handled: dict[str, str] = field(default_factory=dict)  # status.handledAnnotations
+    #: status.version/updatedAt/updatedBy/changeDescription, once the reconciler computed them (api.history)
+    history: dict[str, Any] | None = None
     operations: int = 0  # bumped by every operation result, so it is written at once
 
     @classmethod
@@ -62,6 +67,8 @@ class Entry:
             self.last_test = dict(last_test)
         if isinstance(handled, Mapping):
             self.handled = {**{k: v for k, v in handled.items() if isinstance(v, str)}, **self.handled}
+        if self.history is None and "version" in current_status:
+            self.history = {k: current_status[k] for k in HISTORY_FIELDS if k in current_status}
 
     def desired_status(self, now: float) -> dict[str, Any] | None:
         """The complete status as of wall-clock ``now``, or None while there is nothing to say yet (no snapshot
@@ -70,7 +77,10 @@ class Entry:
             return None
         status = summarize(self.snapshot, generation=self.generation, now=now, operator=self.operator,
                            previous=self.written)  # fmt: skip
-        return with_operations(status, self.last_test, self.handled)
+        status = with_operations(status, self.last_test, self.handled)
+        if self.history is not None:  # only ever set (a new version replaces it), so unknown means "keep"
+            status.update(self.history)
+        return status
 
     def is_written(self, status: dict[str, Any]) -> bool:
         """Whether the API server already holds ``status`` (as it stores it: nulls pruned)."""

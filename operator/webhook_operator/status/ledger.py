@@ -70,6 +70,14 @@ class Ledger:
         self._events.conditions_changed(entry, before, conditions)
         self._mark(entry)
 
+    def set_history(self, key: str, history: Mapping[str, Any]) -> None:
+        entry = self.entry(key)
+        if entry.history == history:
+            return
+        entry.history = dict(history)
+        entry.operations += 1  # a spec change: written with the generation, not after the debounce
+        self._mark(entry)
+
     def set_last_test(self, key: str, last_test: Mapping[str, Any]) -> None:
         entry = self.entry(key)
         entry.last_test = dict(last_test)

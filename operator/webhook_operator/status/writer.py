@@ -104,6 +104,11 @@ class StatusWriter:
         """Operator-side conditions: a configuration problem and/or warnings (see ``OperatorConditions``)."""
         self._ledger.set_extra(key, conditions)
 
+    def set_history(self, key: str, history: Mapping[str, Any]) -> None:
+        """``status.version``, ``updatedAt``, ``updatedBy`` and ``changeDescription`` of the spec now reconciled
+        (``api.history``)."""
+        self._ledger.set_history(key, history)
+
     def set_last_test(self, key: str, last_test: Mapping[str, Any]) -> None:
         """``status.lastTest``: the result of the latest test delivery (a transition: written on the leading edge)."""
         self._ledger.set_last_test(key, last_test)

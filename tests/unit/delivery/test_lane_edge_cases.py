@@ -250,3 +250,38 @@ def test_the_store_documentation_describes_the_protocol_the_code_has() -> None:
     for name in ("claim", "release"):
         if f"`{name}`" in text:
             assert hasattr(Store, name), f"docs/delivery.md documents Store.{name}, which the protocol does not have"
+
+
+# -- A held batch larger than the new per-request size is split, not failed --
+
+
+def batched_target(batch_size: int, **cfg: Any) -> WebhookTarget:
+    spec = WebhookSpec.model_validate({
+        "webhookType": "Generic", "batchSize": batch_size,
+        "eventFilters": [{"eventType": "entityCreated", "entities": ["table"]}],
+        "webhookConfig": {"endpoint": FAST, "timeout": 5, **cfg},
+    })  # fmt: skip
+    return WebhookTarget(key=KEY, spec=spec)
+
+
+@pytest.mark.parametrize(
+    "smaller", [{"batch_size": 1}, {"batch_size": 10, "payloadShape": "openMetadataEvent"}], ids=["batchSize", "shape"]
+)
+async def test_a_held_batch_is_split_when_requests_become_smaller(rig: Rig, smaller: dict[str, Any]) -> None:
+    """A batch of three is held (its first try failed) when the spec changes to one event per request — batchSize
+    lowered to 1, or the openMetadataEvent shape. Sending the held three in one request would be a permanent
+    format error (the body holds one event); instead the held batch is cut to what a request may carry, and every
+    event is then delivered, in order, once."""
+    assert isinstance(rig.clock, Clock)
+    rig.sender.script = [fail(503)]
+    await rig.graph.dispatcher.register(batched_target(10))
+    await rig.graph.dispatcher.submit([event(1), event(2), event(3)])
+    await until(lambda: len(rig.sender.requests) == 1)
+    await rig.settle()
+    assert rig.sender.batches()[0] == ["ev-0001", "ev-0002", "ev-0003"]
+    cfg = {k: v for k, v in smaller.items() if k != "batch_size"}
+    await rig.graph.dispatcher.register(batched_target(smaller["batch_size"], **cfg))  # a new config resumes at once
+    await rig.settle()
+    assert rig.sender.batches()[1:] == [["ev-0001"], ["ev-0002"], ["ev-0003"]]
+    state = await rig.store.lane_state(KEY)
+    assert state.pending == 0 and state.retry.paused is None and state.counters.delivered == 3

@@ -15,7 +15,9 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from webhook_operator.api.webhook import SignatureScheme
 from webhook_operator.delivery.signing import (
+    OM_SERVER_SIGNATURE_HEADER,
     OPENMETADATA_SIGNATURE_HEADER,
+    openmetadata_server_signature,
     openmetadata_signature,
     signature_headers,
     standard_webhooks_headers,
@@ -31,6 +33,16 @@ def verify_signature(payload, signature, secret_key):  # type: ignore[no-untyped
 
 def seed_accepts(payload: str, signature: str, secret_key: str) -> bool:
     return bool(verify_signature(payload, signature, secret_key))  # type: ignore[no-untyped-call]
+
+
+# OpenMetadata's server, re-implemented from its documented behaviour (CommonUtil.calculateHMAC and
+# SubscriptionUtil.prepareWebhookHeaders): Mac("HmacSHA256") keyed with secretKey.getBytes(UTF_8) over the body's
+# UTF-8 bytes, Base64.getEncoder() (standard alphabet, padded), sent as "X-OM-Signature: sha256=" + that. A receiver
+# written for OpenMetadata verifies by recomputing it and comparing the header text.
+def om_server_accepts(body: bytes, header_value: str, secret_key: str) -> bool:
+    digest = hmac.new(secret_key.encode("utf-8"), body, hashlib.sha256).digest()
+    expected = "sha256=" + base64.b64encode(digest).decode("ascii")
+    return hmac.compare_digest(expected.encode(), header_value.encode())
 
 
 BODIES = [
@@ -85,6 +97,33 @@ def test_openmetadata_signature_format() -> None:
     signature = openmetadata_signature("key", b"body")
     assert signature == "sha256=" + hmac.new(b"key", b"body", hashlib.sha256).hexdigest()
     assert len(signature) == len("sha256=") + 64
+
+
+@pytest.mark.parametrize("body", BODIES)
+@pytest.mark.parametrize("secret", ["s3cr3t", "ключ-🔑", "x" * 300])
+def test_openmetadata_server_signature_accepted_by_openmetadata_receiver(body: bytes, secret: str) -> None:
+    signature = openmetadata_server_signature(secret, body)
+    assert om_server_accepts(body, signature, secret)
+    assert not om_server_accepts(body + b" ", signature, secret)
+    assert not om_server_accepts(body, signature, secret + "x")
+    assert not seed_accepts(body.decode("utf-8"), signature, secret)  # a different encoding from the seed's hex
+
+
+def test_openmetadata_server_signature_is_the_known_value() -> None:
+    # HMAC-SHA256("key", "The quick brown fox jumps over the lazy dog") is a published test vector
+    # (f7bc83f4...d8), here in base64: what OpenMetadata's Base64.getEncoder() prints for it.
+    value = openmetadata_server_signature("key", b"The quick brown fox jumps over the lazy dog")
+    assert value == "sha256=97yD9DBThCSxMpjmqm+xQ+9NWaFJRhdZl0edvC0aPNg="
+
+
+def test_openmetadata_server_signature_passes_the_intakes_om_verifier() -> None:
+    """The operator's own intake verifies OpenMetadata's server header; what we send must pass it, so one operator
+    can feed another (a chained install) with nothing but the shared secret."""
+    from webhook_operator.intake.auth import SignatureVerifier
+
+    body = BODIES[1]
+    header = signature_headers(SignatureScheme.OPENMETADATA_SERVER, ["chain-secret"], "d1", body, NOW)
+    SignatureVerifier(b"chain-secret").verify(header, body)
 
 
 def test_standard_webhooks_headers_are_exact_for_a_fixed_time() -> None:
@@ -168,6 +207,10 @@ def test_signature_headers_dispatch(receiver_clock: ReceiverClock) -> None:
     om = signature_headers(SignatureScheme.OPENMETADATA, ["first", "second"], "d1", body, NOW)
     assert list(om) == [OPENMETADATA_SIGNATURE_HEADER]
     assert seed_accepts(body.decode(), om[OPENMETADATA_SIGNATURE_HEADER], "first")  # only the first secret signs
+
+    server = signature_headers(SignatureScheme.OPENMETADATA_SERVER, ["first", "second"], "d1", body, NOW)
+    assert list(server) == [OM_SERVER_SIGNATURE_HEADER]
+    assert om_server_accepts(body, server[OM_SERVER_SIGNATURE_HEADER], "first")
 
     sw = signature_headers(SignatureScheme.STANDARD_WEBHOOKS, [WHSEC_1, WHSEC_2], "d1", body, NOW)
     assert sw == {  # ``now`` truncated to whole seconds; one signature per secret, in order

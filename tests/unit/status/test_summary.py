@@ -58,6 +58,8 @@ def test_active_is_ready_with_counts_and_last_success() -> None:
         "failureDetails": None,
         "lastSuccessfulAt": "2027-01-15T08:00:00Z",
         "counts": {"delivered": 5, "failed": 2, "pending": 3},
+        "fallbackActive": None,  # no spec.fallback: the field is removed (merge-patch null)
+        "fallbackReason": None,
     }
     WebhookStatus.model_validate(status)
 
@@ -154,6 +156,9 @@ def test_next_attempt_only_while_awaiting_retry() -> None:
         "lastFailedStatusCode": 503,
         "lastFailedReason": "HTTP 503",
         "nextAttempt": rfc3339(T0 + 31),  # rounded up: never shown earlier than it really is
+        "deadLetters": None,
+        "deadLetteredSince": None,
+        "lastDeadLetterReason": None,
     }
     for state in (WebhookState.ACTIVE, WebhookState.RETRY_LIMIT_REACHED, WebhookState.FAILED):
         details = summarize(snap(state, **failure), generation=1, now=T0)["failureDetails"]
