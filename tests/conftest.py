@@ -141,3 +141,12 @@ def _loopback_tripwire(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     with loopback_only():
         yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_server() -> Iterator[None]:
+    """The session's PostgreSQL (``support.postgres``) starts on first use; this stops it when the session ends."""
+    yield
+    from support import postgres
+
+    postgres.stop()

@@ -1,7 +1,7 @@
 """The backends the store contract runs against, and the small builders its tests share.
 
 A backend joins the contract by adding one ``Backend`` to ``BACKENDS``: how to build it, how to restart it on the
-same data, and how to make it refuse writes. PostgreSQL will need a server fixture; nothing else changes.
+same data, and how to make it refuse writes. PostgreSQL runs on the session's real server (``support.postgres``).
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+from support import postgres
 from webhook_operator.store.base import AttemptOutcome, AttemptRecord, RoutedEvent, Store
 from webhook_operator.store.memory import MemoryStore
+from webhook_operator.store.postgres import PostgresStore
 from webhook_operator.store.sqlite import SqliteStore
 
 T0 = 1_700_000_000.0
@@ -65,9 +67,32 @@ async def sqlite_disk_full(store: Store, on: bool) -> None:
     await cast(SqliteStore, store)._db.write(lambda conn: conn.execute(f"PRAGMA max_page_count={limit}"))
 
 
+def _postgres_make(tmp: Path, clock: Clock, **kw: object) -> Store:
+    """A fresh database on the session's server; its DSN is kept under ``tmp`` for ``reopen``."""
+    dsn = postgres.fresh_database()
+    (tmp / "postgres.dsn").write_text(dsn)
+    return PostgresStore(dsn, clock=clock, **kw)  # type: ignore[arg-type]
+
+
+async def _postgres_reopen(store: Store, tmp: Path, clock: Clock) -> Store:
+    await store.close()
+    reopened = PostgresStore((tmp / "postgres.dsn").read_text(), clock=clock)
+    await reopened.open()
+    return reopened
+
+
+async def postgres_read_only(store: Store, on: bool) -> None:
+    """PostgreSQL's way to refuse writes (a full disk, a primary demoted by a failover): the store's database turns
+    read-only and its sessions are ended, so the pool reconnects and finds every write refused."""
+    pg = cast(PostgresStore, store)
+    await postgres.set_read_only(postgres.database_of(pg._db._dsn), on)
+    await pg._db.expire()
+
+
 BACKENDS: dict[str, Backend] = {
     "memory": Backend(lambda tmp, clock: MemoryStore(clock=clock), _memory_reopen, _memory_outage),
     "sqlite": Backend(lambda tmp, clock: SqliteStore(tmp / "store.db", clock=clock), _sqlite_reopen, sqlite_disk_full),
+    "postgres": Backend(_postgres_make, _postgres_reopen, postgres_read_only),
 }
 
 
@@ -93,3 +118,12 @@ def record(
     )
     base.update(kw)
     return AttemptRecord(**base)  # type: ignore[arg-type]
+
+
+def budgeted(name: str, tmp: Path, clock: Clock, *, max_bytes: int) -> Store:
+    """A new, unopened store of backend ``name`` with a space budget of ``max_bytes`` (issue 13, finding 4)."""
+    if name == "memory":
+        return MemoryStore(clock=clock, max_bytes=max_bytes)
+    if name == "postgres":
+        return _postgres_make(tmp, clock, max_bytes=max_bytes)
+    return SqliteStore(tmp / "store.db", clock=clock, max_bytes=max_bytes)
