@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -150,3 +151,15 @@ def _postgres_server() -> Iterator[None]:
     from support import postgres
 
     postgres.stop()
+
+
+@pytest.fixture(scope="session")
+def openmetadata_change_event(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """OpenMetadata's own generated ``ChangeEvent`` model (extra keys forbidden), from the pinned wheel; the suite
+    fails naming ``make install`` when the wheel is missing (``support.openmetadata_models``)."""
+    from support.openmetadata_models import ModelsUnavailable, load_change_event_model
+
+    try:
+        return load_change_event_model(tmp_path_factory.mktemp("openmetadata-models"))
+    except ModelsUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)

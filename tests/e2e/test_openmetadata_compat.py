@@ -7,28 +7,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from support.cluster import Cluster, wait_for
 from support.events import event_files, raw
-from support.openmetadata_models import ModelsUnavailable, load_change_event_model
 from support.operator import OperatorProcess, receiver, wait_status, webhook_status
 from support.webhooks import manifest, webhook_secret
 
 GROUP = "events.open-metadata.org"
 SECRET = "om-receiver-secret-value"
 LIFECYCLE = ("entityCreated", "entityUpdated", "entitySoftDeleted", "entityDeleted")
-
-
-@pytest.fixture(scope="module")
-def om_change_event(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    try:
-        yield load_change_event_model(tmp_path_factory.mktemp("openmetadata-models"))
-    except ModelsUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
 
 
 def om_receiver_accepts(body: bytes, headers: dict[str, str], model: Any) -> Any:
@@ -40,7 +28,7 @@ def om_receiver_accepts(body: bytes, headers: dict[str, str], model: Any) -> Any
 
 
 def test_an_openmetadata_receiver_accepts_every_sample_event(
-    cluster: Cluster, namespace: str, operator: OperatorProcess, om_change_event: Any
+    cluster: Cluster, namespace: str, operator: OperatorProcess, openmetadata_change_event: Any
 ) -> None:
     samples = [raw(int(p.name[:2])) for p in event_files()]
     expected = [s["id"] for s in samples if s["eventType"] in LIFECYCLE]
@@ -62,13 +50,13 @@ def test_an_openmetadata_receiver_accepts_every_sample_event(
         wait_status(cluster, namespace, "om", lambda s: s.get("counts", {}).get("delivered") == len(expected), 60)
         requests = recv.by_path("om")
         assert len(requests) == len(expected), "one request per event"
-        parsed = [om_receiver_accepts(r.body, r.headers, om_change_event) for r in requests]
+        parsed = [om_receiver_accepts(r.body, r.headers, openmetadata_change_event) for r in requests]
         assert [str(p.id.root) for p in parsed] == expected, "every matching event, in order"
         assert webhook_status(cluster, namespace, "om").get("counts", {}).get("failed") == 0
 
         cluster.kubectl("annotate", "--overwrite", "webhook/om", "-n", namespace, f"{GROUP}/test=1")
         wait_status(cluster, namespace, "om", lambda s: (s.get("lastTest") or {}).get("success") is True, 30)
         test_request = recv.by_path("om")[-1]
-        test_event = om_receiver_accepts(test_request.body, test_request.headers, om_change_event)
+        test_event = om_receiver_accepts(test_request.body, test_request.headers, openmetadata_change_event)
         assert test_event.eventType.value == "entityNoChange" and test_event.entityType == "webhookTest"
         assert test_request.headers["X-Webhook-Operator-Test"] == "true"

@@ -269,7 +269,8 @@ def cmd_redeliver(args: argparse.Namespace, target: Target, out: TextIO) -> int:
     result = call(target, "POST", webhook_path(target.namespace, args.name, "redeliver"), body=body)
     text = f"{target.namespace}/{args.name}: {result.get('message', 'queued')}\n"
     if result.get("missing"):
-        text += f"  not found (pruned or never accepted): {', '.join(result['missing'])}\n"
+        missing = ", ".join(result["missing"])
+        text += f"  not found for this webhook (never routed to it, pruned, or unknown): {missing}\n"
     _emit(out, result, args.output, text)
     return EXIT_OK
 

@@ -31,6 +31,7 @@ from webhook_operator.store.base import (
     Store,
     StoreUsage,
 )
+from webhook_operator.store.codec import retry_from_json, retry_to_json
 from webhook_operator.store.postgres_intake import PgIntake
 from webhook_operator.store.postgres_pool import PgBase
 from webhook_operator.store.postgres_schema import (
@@ -41,8 +42,6 @@ from webhook_operator.store.postgres_schema import (
     attempt_from_row,
     event_from_row,
     record_row,
-    retry_from_json,
-    retry_to_json,
     texts,
 )
 

@@ -11,16 +11,14 @@ must be told apart from a bug in our SQL, and because a DSN's password must neve
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, fields
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import asyncpg  # type: ignore[import-untyped]
 
-from webhook_operator.store.base import AttemptOutcome, AttemptRecord, QueuedEvent, RetryState, StoreUnavailable
+from webhook_operator.store.base import AttemptOutcome, AttemptRecord, QueuedEvent, StoreUnavailable
 
 #: Key of the session advisory lock held while migrations run (any constant; "wo-migr" in ASCII).
 MIGRATION_LOCK = 0x776F2D6D696772
@@ -229,19 +227,3 @@ def attempt_from_row(r: Sequence[Any]) -> AttemptRecord:
 def event_from_row(r: Sequence[Any], qid: int = 0) -> QueuedEvent:
     """``(seq, event_id, body, received_at)``; ``qid`` 0 for an event read outside a queue."""
     return QueuedEvent(qid, r[0], r[1], bytes(r[2]), r[3])
-
-
-_RETRY_FIELDS = frozenset(f.name for f in fields(RetryState))
-
-
-def retry_to_json(retry: RetryState) -> str:
-    return json.dumps(asdict(retry))
-
-
-def retry_from_json(text: str | None) -> RetryState:
-    """Tolerates keys it does not know, so a row written by a newer replica still reads (rolling upgrades)."""
-    if text is None:
-        return RetryState()
-    data = {k: v for k, v in json.loads(text).items() if k in _RETRY_FIELDS}
-    data["held_qids"] = tuple(int(q) for q in data.get("held_qids", ()))
-    return RetryState(**data)

@@ -36,6 +36,7 @@ from webhook_operator.store.base import (
     StoreUsage,
 )
 from webhook_operator.store.budget import Budget
+from webhook_operator.store.codec import retry_from_json, retry_to_json
 from webhook_operator.store.sqlite_commit import GroupCommit
 from webhook_operator.store.sqlite_schema import (
     INSERT_ATTEMPT,
@@ -45,8 +46,6 @@ from webhook_operator.store.sqlite_schema import (
     event_from_row,
     qmarks,
     record_row,
-    retry_from_json,
-    retry_to_json,
     to_dead_letters,
 )
 

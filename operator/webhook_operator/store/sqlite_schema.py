@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import asdict, fields
 from typing import Any
 
-from webhook_operator.store.base import AttemptOutcome, AttemptRecord, QueuedEvent, RetryState
+from webhook_operator.store.base import AttemptOutcome, AttemptRecord, QueuedEvent
 from webhook_operator.store.budget import WAL_SIZE_LIMIT
 
 SCHEMA = """
@@ -139,19 +138,3 @@ def attempt_from_row(r: sqlite3.Row | tuple[Any, ...]) -> AttemptRecord:
 def event_from_row(r: sqlite3.Row | tuple[Any, ...], qid: int = 0) -> QueuedEvent:
     """``(seq, event_id, body, received_at)``; ``qid`` 0 for an event read outside a queue."""
     return QueuedEvent(qid, r[0], r[1], bytes(r[2]), r[3])
-
-
-_RETRY_FIELDS = frozenset(f.name for f in fields(RetryState))
-
-
-def retry_to_json(retry: RetryState) -> str:
-    return json.dumps(asdict(retry))  # held_qids: tuple -> JSON list
-
-
-def retry_from_json(text: str | None) -> RetryState:
-    """Tolerates keys it does not know, so a file written by a newer version still opens."""
-    if text is None:
-        return RetryState()
-    data = {k: v for k, v in json.loads(text).items() if k in _RETRY_FIELDS}
-    data["held_qids"] = tuple(int(q) for q in data.get("held_qids", ()))
-    return RetryState(**data)

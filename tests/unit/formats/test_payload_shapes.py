@@ -8,7 +8,6 @@ receiver that deserialises OpenMetadata's schema strictly accepts what we send.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ import pytest
 from pydantic import ValidationError
 
 from support.events import all_events, event, raw
-from support.openmetadata_models import ModelsUnavailable, load_change_event_model
 from webhook_operator.api.events import ChangeEvent
 from webhook_operator.api.webhook import PayloadShape, WebhookSpec, WebhookType
 from webhook_operator.formats.base import FormatError
@@ -28,22 +26,14 @@ from ._helpers import ctx
 OM = PayloadShape.OPENMETADATA_EVENT
 
 
-@pytest.fixture(scope="module")
-def om_change_event(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    try:
-        yield load_change_event_model(tmp_path_factory.mktemp("openmetadata-models"))
-    except ModelsUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
-
-
 def render(kind: WebhookType, events: list[ChangeEvent], **overrides: Any) -> Any:
     return json.loads(formatter_for(kind).render(events, ctx(kind, **overrides)).body)
 
 
 @pytest.mark.parametrize("number", range(1, 41))
-def test_openmetadata_event_passes_openmetadatas_own_strict_model(number: int, om_change_event: Any) -> None:
+def test_openmetadata_event_passes_openmetadatas_own_strict_model(number: int, openmetadata_change_event: Any) -> None:
     body = render(WebhookType.GENERIC, [event(number)], payload_shape=OM, batch_size=10)
-    om_change_event.model_validate(body)  # raises on any added key, wrong type or unknown eventType
+    openmetadata_change_event.model_validate(body)  # raises on any added key, wrong type or unknown eventType
     source = raw(number)
     assert set(body) <= set(source), f"keys added to the event: {set(body) - set(source)}"
     assert isinstance(body["entity"], str), "entity goes as JSON text, as OpenMetadata's publisher sends it"
@@ -53,13 +43,13 @@ def test_openmetadata_event_passes_openmetadatas_own_strict_model(number: int, o
         assert body.get(key, None) == source[key] or source[key] is None, key
 
 
-def test_the_seed_payload_does_not_pass_openmetadatas_model(om_change_event: Any) -> None:
+def test_the_seed_payload_does_not_pass_openmetadatas_model(openmetadata_change_event: Any) -> None:
     """The reason the shape exists: our default body adds eventId/webhookName, which a strict receiver refuses."""
     with pytest.raises(ValidationError, match="webhookName"):
-        om_change_event.model_validate(render(WebhookType.GENERIC, [event(1)], batch_size=1))
+        openmetadata_change_event.model_validate(render(WebhookType.GENERIC, [event(1)], batch_size=1))
 
 
-def test_openmetadata_event_test_delivery_uses_an_openmetadata_event_type(om_change_event: Any) -> None:
+def test_openmetadata_event_test_delivery_uses_an_openmetadata_event_type(openmetadata_change_event: Any) -> None:
     from webhook_operator.delivery.operations import synthetic_test_event
     from webhook_operator.delivery.target import WebhookTarget
 
@@ -69,7 +59,7 @@ def test_openmetadata_event_test_delivery_uses_an_openmetadata_event_type(om_cha
     })  # fmt: skip
     target = WebhookTarget(key="team-a/hook", spec=spec)
     body = render(WebhookType.GENERIC, [synthetic_test_event(target, "alice", 1_767_225_600.0)], payload_shape=OM)
-    om_change_event.model_validate(body)
+    openmetadata_change_event.model_validate(body)
     assert body["eventType"] == TEST_AS_EVENT_TYPE == "entityNoChange"
     assert body["entityType"] == "webhookTest" and body["userName"] == "alice"
     assert "test" not in body
