@@ -143,6 +143,19 @@ def inert(text: str) -> str:
     return text.translate(_INERT)
 
 
+#: ``inert`` plus ``*`` (Teams ``**bold**``, Chat ``*bold*``), for markups with no escape both Teams and Google Chat
+#: are known to honour: a backslash escape that a client ignores would show in every ``fct\_invoices``.
+_LITERAL = str.maketrans({"<": "\u2039", ">": "\u203a", "[": "(", "]": ")", "*": "\u2217"})
+
+
+def literal(text: str) -> str:
+    """Event-derived text (FQNs, user, tag and owner names, changed values: anyone who can edit metadata in
+    OpenMetadata writes them) for a markdown-like chat field: mention (``<users/all>``, ``<at>``), link
+    (``<url|text>``, ``[text](url)``, ``<url>``) and bold syntax become look-alikes that render as the same text but
+    parse as nothing. ``_`` is left alone: FQNs are full of it and CommonMark ignores it inside words."""
+    return text.translate(_LITERAL)
+
+
 def action(event: ChangeEvent) -> str:
     phrase = _ACTIONS.get(event.event_type, f"had event {event.event_type}")
     error = (event.entity or {}).get("error") if event.event_type in _WEBHOOK_STATE_EVENTS else None

@@ -10,9 +10,13 @@ section is headed by the event's title and the card header says "N OpenMetadata 
 Recipients (sendTo*) get a last section "Owners: @john.doe, team DataEngineering": Chat mentions
 (``<users/123>``) need Chat user ids and OpenMetadata only gives names, so this is plain text.
 
-Card text is Chat's HTML subset, so every value is HTML-escaped. Limits: a message is at most 32,000 bytes and a
-card is kept to 100 widgets; the serialized message is kept under 30,000 bytes and events that do not fit are
-replaced by a "… and 7 more events" section.
+Card text is Chat's HTML subset, so every value is HTML-escaped. ``text`` is Chat's text-message syntax
+(``<users/all>``, ``<url|text>``), which has no escape, so the title there (and, to read alike, in the plain-text
+card header) goes through ``literal`` (look-alikes for ``< > [ ] *``): metadata editors must not be able to ping a
+space or plant a link.
+
+Limits: a message is at most 32,000 bytes and a card is kept to 100 widgets; the serialized message is kept under
+30,000 bytes and events that do not fit are replaced by a "… and 7 more events" section.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from webhook_operator.formats._common import (
     entity_url,
     fit_largest,
     join_within,
+    literal,
     meta_line,
     more_note,
     one_line,
@@ -89,7 +94,11 @@ class GoogleChatFormatter:
     def render(self, events: Sequence[ChangeEvent], ctx: RenderContext) -> Rendered:
         require_events(events)
         single = len(events) == 1
-        heading = truncate(title(events[0]) if single else f"{len(events)} OpenMetadata events", MAX_HEADER_CHARS)
+        # ``text`` is Chat's text-message markup (``<users/all>``, ``<url|text>``, ``*bold*``) with no escape: the
+        # title is made literal. The header title is plain text; it gets the same, so the two still read alike.
+        heading = literal(
+            truncate(title(events[0]) if single else f"{len(events)} OpenMetadata events", MAX_HEADER_CHARS)
+        )
         header = {"title": heading, "subtitle": truncate(f"Webhook {ctx.webhook_name}", MAX_HEADER_CHARS)}
         sections = [_section(event, ctx, batched=not single) for event in events]
         mentions = batch_recipients(events, ctx).mention_line()

@@ -14,6 +14,10 @@ Shape: ``{"type": "message", "attachments": [{"contentType": "application/vnd.mi
 * recipients (sendTo*): a TextBlock "Owners: @john.doe, team DataEngineering". Teams ``<at>`` mentions need AAD
   ids; OpenMetadata gives names, so this is plain text.
 
+TextBlock and Fact text is Adaptive Card markdown; event-derived text goes through ``literal`` (look-alikes for
+``< > [ ] *``), so a name or description cannot make a link, an ``<at>`` tag or bold text; the only markdown link
+is the one this format writes around the entity name.
+
 Teams rejects payloads over about 28 KB; the serialized message is kept under 26,000 bytes by showing as many
 events as fit and a "… and 7 more events" TextBlock for the rest.
 """
@@ -35,6 +39,7 @@ from webhook_operator.formats._common import (
     entity_kind,
     entity_url,
     fit_largest,
+    literal,
     meta_line,
     more_note,
     one_line,
@@ -55,14 +60,23 @@ MAX_URL_CHARS = 2000
 
 
 def _text(text: str, **properties: Any) -> dict[str, Any]:
-    return {"type": "TextBlock", "text": truncate(text, MAX_TEXT_CHARS), "wrap": True, **properties}
+    """A TextBlock of literal text: ``text`` may come from the event, so its markdown is neutralised."""
+    return _markup(literal(text), **properties)
+
+
+def _markup(markdown: str, **properties: Any) -> dict[str, Any]:
+    """A TextBlock whose markdown the format wrote itself (the batch heading with its entity link)."""
+    return {"type": "TextBlock", "text": truncate(markdown, MAX_TEXT_CHARS), "wrap": True, **properties}
 
 
 def _facts(event: ChangeEvent, limit: int) -> list[dict[str, Any]]:
     changes = summarize_changes(event)
     elements: list[dict[str, Any]] = []
     if changes:
-        facts = [{"title": truncate(c.name, MAX_FACT_TITLE_CHARS), "value": c.change} for c in changes[:limit]]
+        facts = [
+            {"title": literal(truncate(c.name, MAX_FACT_TITLE_CHARS)), "value": literal(c.change)}
+            for c in changes[:limit]
+        ]
         elements.append({"type": "FactSet", "facts": facts})
     if len(changes) > limit:
         elements.append(_text(more_note(len(changes) - limit, "change"), isSubtle=True, spacing="None"))
@@ -70,18 +84,19 @@ def _facts(event: ChangeEvent, limit: int) -> list[dict[str, Any]]:
 
 
 def _markdown_link(url: str | None, text: str) -> str:
-    """Adaptive Card markdown ``[text](url)``; brackets in the text would end the link early."""
-    label = text.replace("[", "(").replace("]", ")")
+    """Adaptive Card markdown ``[text](url)`` around literal text (brackets in it would end the link early). The
+    URL is the operator's own: the configured ui_base_url, then percent-encoded segments no event text can end."""
+    label = literal(text)
     return label if url is None or len(url) > MAX_URL_CHARS else f"[{label}]({url})"
 
 
 def _event_container(event: ChangeEvent, ctx: RenderContext) -> dict[str, Any]:
     entity = _markdown_link(entity_url(event, ctx), one_line(subject(event), MAX_NAME_CHARS))
-    heading = f"{entity_kind(event.entity_type)} {entity} {action(event)}"
+    heading = f"{literal(entity_kind(event.entity_type))} {entity} {literal(action(event))}"
     if event.user_name:
-        heading += f" by {one_line(event.user_name, MAX_NAME_CHARS)}"
+        heading += f" by {literal(one_line(event.user_name, MAX_NAME_CHARS))}"
     items = [
-        _text(heading, weight="Bolder"),
+        _markup(heading, weight="Bolder"),
         _text(meta_line(event), isSubtle=True, spacing="None"),
         *_facts(event, MAX_CHANGES_BATCHED),
     ]

@@ -79,11 +79,17 @@ def _section(event: ChangeEvent, ctx: RenderContext, *, with_title: bool) -> dic
     changes = [f"• *{escape(c.name)}*: {escape(c.change)}" for c in summarize_changes(event)]
     limit = MAX_CHANGES_BATCHED if with_title else MAX_CHANGES_SINGLE
     text = join_within([first, escape(meta_line(event))], changes, MAX_SECTION_CHARS, max_items=limit, noun="change")
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+    return {"type": "section", "text": _mrkdwn(text)}
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    """``verbatim``: Slack then takes only explicit ``<…>`` markup (escaped in event text, so only our own links)
+    and does not auto-link URLs, channel names or ``@channel`` written in a description or a name."""
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
 
 
 def _context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(escape(text), MAX_CONTEXT_CHARS)}]}
+    return {"type": "context", "elements": [_mrkdwn(truncate(escape(text), MAX_CONTEXT_CHARS))]}
 
 
 def _header(text: str) -> dict[str, Any]:

@@ -74,6 +74,7 @@ def test_single_event_golden() -> None:
                     "text": f"*<{UI}/table/{FCT}|{FCT}>*\n"
                     "entityUpdated · v0.5 → v0.6 · 2026-03-04 18:38:03 UTC\n"
                     "• *tags*: Tier.Tier1 → Tier.Tier2",
+                    "verbatim": True,
                 },
             },
         ],
@@ -154,6 +155,7 @@ def test_recipients_context_is_plain_text_names() -> None:
             {
                 "type": "mrkdwn",
                 "text": "Owners: @priya.shah, team FinanceDataTeam · Followers: @marco.rossi · Admins: @admin, @dpo",
+                "verbatim": True,
             }
         ],
     }
