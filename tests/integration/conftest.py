@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -21,3 +22,17 @@ def webhook_crd(cluster: Cluster) -> Iterator[None]:
         "webhooks to be served",
     )
     yield
+
+
+@pytest.fixture(scope="session")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The helm binary built from its Go module (cached like the control plane), with a private home; the suite fails
+    when it cannot be built."""
+    from controlplane.build import BuildError, ensure_helm
+    from integration.test_packaging import Helm
+
+    try:
+        binary = ensure_helm()
+    except BuildError as exc:
+        pytest.fail(f"helm is unavailable: {exc}", pytrace=False)
+    return Helm(binary, tmp_path_factory.mktemp("helm-home"))

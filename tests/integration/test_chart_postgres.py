@@ -25,6 +25,7 @@ from integration.test_packaging import (
     _kind,
     _one,
     _parse_args,
+    _pod,
 )
 
 CNPG_EXAMPLE = ROOT / "docs" / "examples" / "cnpg-cluster.yaml"
@@ -33,23 +34,8 @@ DSN_ENV = "WEBHOOK_OPERATOR_POSTGRES_DSN"
 
 
 @pytest.fixture(scope="module")
-def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    from controlplane.build import BuildError, ensure_helm
-
-    try:
-        return Helm(ensure_helm(), tmp_path_factory.mktemp("helm-home"))
-    except BuildError as exc:
-        pytest.fail(f"helm is unavailable: {exc}", pytrace=False)
-
-
-@pytest.fixture(scope="module")
 def pg_docs(helm: Helm) -> list[Doc]:
     return helm.template(*PG)
-
-
-def _pod(docs: list[Doc]) -> Doc:
-    spec: Doc = _one(docs, "Deployment")["spec"]["template"]["spec"]
-    return spec
 
 
 def _env(container: dict[str, Any]) -> dict[str, Doc]:

@@ -7,27 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from integration.test_packaging import CHART, Doc, Helm, _container, _one, _parse_args
+from integration.test_packaging import CHART, Helm, _container, _one, _parse_args, _pod
 
 SETS = ("--set", "tls.secretName=wo-tls", "--set", "metricsAuth.existingSecret=wo-metrics",
         "--set", "metricsAuth.existingSecretKey=bearer", "--set", "serviceMonitor.enabled=true")  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    from controlplane.build import BuildError, ensure_helm
-
-    try:
-        return Helm(ensure_helm(), tmp_path_factory.mktemp("helm-home"))
-    except BuildError as exc:
-        pytest.fail(f"helm is unavailable: {exc}", pytrace=False)
-
-
-def _pod(docs: list[Doc]) -> Doc:
-    spec: Doc = _one(docs, "Deployment")["spec"]["template"]["spec"]
-    return spec
 
 
 def test_plain_http_and_open_metrics_stay_the_default(helm: Helm) -> None:

@@ -69,17 +69,6 @@ class Helm:
         return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
-@pytest.fixture(scope="session")
-def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    from controlplane.build import BuildError, ensure_helm
-
-    try:
-        binary = ensure_helm()
-    except BuildError as exc:
-        pytest.fail(f"helm is unavailable: {exc}", pytrace=False)
-    return Helm(binary, tmp_path_factory.mktemp("helm-home"))
-
-
 @pytest.fixture(scope="module")
 def default_docs(helm: Helm) -> list[Doc]:
     return helm.template()
@@ -250,6 +239,12 @@ def _container(docs: list[Doc]) -> dict[str, Any]:
     assert len(containers) == 1
     container: dict[str, Any] = containers[0]
     return container
+
+
+def _pod(docs: list[Doc]) -> Doc:
+    """The operator Deployment's pod spec."""
+    spec: Doc = _one(docs, "Deployment")["spec"]["template"]["spec"]
+    return spec
 
 
 @pytest.mark.parametrize("values", ["default_docs", "full_docs"])

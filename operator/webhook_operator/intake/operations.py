@@ -60,8 +60,6 @@ NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 NAME_MAX_LENGTH = 253
 _RFC3339, _AGE, _CURSOR, _NAME = (re.compile(p) for p in (RFC3339_PATTERN, AGE_PATTERN, CURSOR_PATTERN, NAME_PATTERN))
 _TIME_FORMS = "RFC 3339 with a zone (2026-03-04T18:00:00Z) or an age (90s, 15m, 2h, 7d)"
-#: API times are clamped to [the epoch, api.operations.MAX_TIME], the range every stored time lies in.
-_LATEST = MAX_TIME
 
 
 class OperationsBackend(Protocol):
@@ -122,7 +120,7 @@ def parse_api_time(name: str, value: Any, now: float) -> float:
     to [1970, 9999] (nothing the operator stores lies outside; found by fuzzing: ``since=76922304.7h`` was a 500).
     """
     if isinstance(value, str) and _AGE.fullmatch(value):
-        return min(max(parse_time(value, now), 0.0), _LATEST)
+        return parse_time(value, now)  # clamped to [0, MAX_TIME] there
     if not isinstance(value, str) or not _RFC3339.fullmatch(value):
         raise _bad(f"{name}: invalid time {value!r}: use {_TIME_FORMS}")
     leap = value[17:19] == "60"
@@ -132,7 +130,7 @@ def parse_api_time(name: str, value: Any, now: float) -> float:
         raise _bad(f"{name}: invalid time {value!r}: no such date or time") from None
     if leap and datetime.fromtimestamp(moment, UTC).strftime("%H:%M") != "23:59":
         raise _bad(f"{name}: invalid time {value!r}: a leap second is 23:59:60 UTC")
-    return min(max(moment + 1.0 if leap else moment, 0.0), _LATEST)
+    return min(moment + 1.0, MAX_TIME) if leap else moment
 
 
 def parse_query(params: Any, now: float) -> AttemptQuery:

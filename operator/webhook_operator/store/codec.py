@@ -1,12 +1,14 @@
-"""How a ``RetryState`` is kept as JSON text, shared by every backend that stores it: one encoding, so a row read by
-any version or backend means the same thing."""
+"""What every SQL backend encodes the same way: a ``RetryState`` as JSON text (so a row read by any version or backend
+means the same thing), and the filters of a delivery-log query (so the backends cannot disagree on what a query
+selects; only the placeholder syntax differs)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, fields
 
-from webhook_operator.store.base import RetryState
+from webhook_operator.store.base import AttemptQuery, RetryState
 
 _RETRY_FIELDS = frozenset(f.name for f in fields(RetryState))
 
@@ -23,3 +25,21 @@ def retry_from_json(text: str | None) -> RetryState:
     data = {k: v for k, v in json.loads(text).items() if k in _RETRY_FIELDS}
     data["held_qids"] = tuple(int(q) for q in data.get("held_qids", ()))
     return RetryState(**data)
+
+
+def attempt_filters(webhook: str, query: AttemptQuery,
+                    placeholder: Callable[[int], str]) -> tuple[list[str], list[object]]:  # fmt: skip
+    """WHERE clauses and parameters of ``attempts(webhook, query)``; ``placeholder(n)`` writes the n-th parameter
+    (1-based: ``?`` for SQLite, ``$n`` for PostgreSQL). The LIMIT is the caller's."""
+    clauses: list[str] = [f"webhook = {placeholder(1)}"]
+    params: list[object] = [webhook]
+    for column, value in (
+        ("outcome =", query.outcome.value if query.outcome else None),
+        ("started_at >=", query.since),
+        ("started_at <", query.until),
+        ("id >", query.after_id),
+    ):
+        if value is not None:
+            params.append(value)
+            clauses.append(f"{column} {placeholder(len(params))}")
+    return clauses, params

@@ -31,7 +31,7 @@ from webhook_operator.store.base import (
     Store,
     StoreUsage,
 )
-from webhook_operator.store.codec import retry_from_json, retry_to_json
+from webhook_operator.store.codec import attempt_filters, retry_from_json, retry_to_json
 from webhook_operator.store.postgres_intake import PgIntake
 from webhook_operator.store.postgres_pool import PgBase
 from webhook_operator.store.postgres_schema import (
@@ -242,12 +242,8 @@ class _PgLanes(PgBase):
             ordered = sorted(rows, key=lambda r: (r[0] not in leading, r[0]))
             entries: list[QueuedEvent] = []
             if ordered:
-                qids = await conn.fetch(
-                    "INSERT INTO queue(webhook, seq) SELECT $1, s FROM unnest($2::bigint[]) WITH ORDINALITY t(s, o) "
-                    "ORDER BY o RETURNING qid",
-                    to, [r[1] for r in ordered],
-                )  # fmt: skip
-                for row, qid in zip(ordered, sorted(int(r[0]) for r in qids), strict=True):
+                qids = await _append_to_queue(conn, to, [r[1] for r in ordered])
+                for row, qid in zip(ordered, qids, strict=True):
                     entries.append(event_from_row(tuple(row)[1:], qid=qid))
             moved = [e.event_id for e in entries]
             await conn.execute(INSERT_ATTEMPT, *record_row(replace(line, event_ids=moved)))
@@ -270,12 +266,8 @@ class _PgLanes(PgBase):
             )
             entries: list[QueuedEvent] = []
             if found:
-                qids = await conn.fetch(
-                    "INSERT INTO queue(webhook, seq) SELECT $1, s FROM unnest($2::bigint[]) WITH ORDINALITY t(s, o) "
-                    "ORDER BY o RETURNING qid",
-                    webhook, [r[0] for r in found],
-                )  # fmt: skip
-                for row, qid in zip(found, sorted(int(r[0]) for r in qids), strict=True):
+                qids = await _append_to_queue(conn, webhook, [r[0] for r in found])
+                for row, qid in zip(found, qids, strict=True):
                     entries.append(event_from_row(row, qid=qid))
             await conn.execute(INSERT_ATTEMPT, *record_row(record))
             return entries
@@ -283,22 +275,23 @@ class _PgLanes(PgBase):
         return await self._db.ordered(op)
 
 
+async def _append_to_queue(conn: Any, webhook: str, seqs: list[int]) -> list[int]:
+    """Queue ``seqs`` at ``webhook``'s tail in this order; their new qids, ascending (as the rows were inserted)."""
+    rows = await conn.fetch(
+        "INSERT INTO queue(webhook, seq) SELECT $1, s FROM unnest($2::bigint[]) WITH ORDINALITY t(s, o) "
+        "ORDER BY o RETURNING qid",
+        webhook, seqs,
+    )  # fmt: skip
+    return sorted(int(r[0]) for r in rows)
+
+
 class _PgLog(PgBase):
     async def log(self, record: AttemptRecord) -> None:
         await self._db.run(lambda conn: conn.execute(INSERT_ATTEMPT, *record_row(record)), "log")
 
     async def attempts(self, webhook: str, query: AttemptQuery) -> list[AttemptRecord]:
-        clauses, params = ["webhook = $1"], [webhook]
-        for sql, value in (
-            ("outcome = ${}", query.outcome.value if query.outcome else None),
-            ("started_at >= ${}", query.since),
-            ("started_at < ${}", query.until),
-            ("id > ${}", query.after_id),
-        ):
-            if value is not None:
-                params.append(value)  # type: ignore[arg-type]
-                clauses.append(sql.format(len(params)))
-        params.append(_limit(query.limit))  # type: ignore[arg-type]
+        clauses, params = attempt_filters(webhook, query, lambda n: f"${n}")
+        params.append(_limit(query.limit))
         sql = f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ${len(params)}"
         rows = await self._db.run(lambda conn: conn.fetch(sql, *params))
         return [attempt_from_row(r) for r in rows]

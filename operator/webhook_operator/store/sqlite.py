@@ -36,7 +36,7 @@ from webhook_operator.store.base import (
     StoreUsage,
 )
 from webhook_operator.store.budget import Budget
-from webhook_operator.store.codec import retry_from_json, retry_to_json
+from webhook_operator.store.codec import attempt_filters, retry_from_json, retry_to_json
 from webhook_operator.store.sqlite_commit import GroupCommit
 from webhook_operator.store.sqlite_schema import (
     INSERT_ATTEMPT,
@@ -269,16 +269,7 @@ class _SqliteLog(_SqliteBase):
         await self._db.write(lambda conn: conn.execute(INSERT_ATTEMPT, record_row(record)), durable=False)
 
     async def attempts(self, webhook: str, query: AttemptQuery) -> list[AttemptRecord]:
-        clauses, params = ["webhook = ?"], [webhook]
-        for sql, value in (
-            ("outcome = ?", query.outcome.value if query.outcome else None),
-            ("started_at >= ?", query.since),
-            ("started_at < ?", query.until),
-            ("id > ?", query.after_id),
-        ):
-            if value is not None:
-                clauses.append(sql)
-                params.append(value)  # type: ignore[arg-type]
+        clauses, params = attempt_filters(webhook, query, lambda n: "?")
 
         def fn(conn: sqlite3.Connection) -> list[AttemptRecord]:
             rows = conn.execute(
