@@ -10,6 +10,9 @@ Events are the sample ChangeEvents of ``examples/events`` (real OpenMetadata sha
 id, posted one event per body as OpenMetadata does, by 16 concurrent producers. Runs:
 
 * intake only: ``parse_events`` of one body, µs per event;
+* intake over HTTP: the intake application (``intake.app.build_app``) on a loopback port, with a submitter that
+  accepts at once, and 16 aiohttp clients in this same process posting one event per POST: µs of CPU per post,
+  client side included (the same client work in every run, so differences are the server's);
 * batchSize 1, one Generic webhook; batchSize 10, one Generic webhook; batchSize 1, 100 Generic webhooks (fan-out):
   µs of CPU per delivery (parse + submit + deliver, divided by deliveries).
 
@@ -30,12 +33,20 @@ import pstats
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
+from aiohttp import web
+
+from webhook_operator.api.events import ChangeEvent
 from webhook_operator.api.webhook import WebhookSpec
 from webhook_operator.delivery.sender import Outcome, OutcomeKind, Request
 from webhook_operator.delivery.target import WebhookTarget
 from webhook_operator.graph import build_graph
+from webhook_operator.intake.app import build_app
+from webhook_operator.intake.auth import StaticTokens
 from webhook_operator.intake.parsing import parse_events
 from webhook_operator.store.sqlite import SqliteStore
 
@@ -88,6 +99,44 @@ def intake_us(bodies: list[bytes]) -> float:
     return (time.process_time() - started) * 1e6 / len(bodies)
 
 
+@dataclass(frozen=True)
+class _Accepted:
+    accepted: int
+    duplicates: int
+    queued: int
+
+
+class InstantSubmitter:
+    """Accepts every post at once: what is left is the intake's HTTP handling and parsing."""
+
+    async def submit(self, events: Sequence[ChangeEvent], bodies: Sequence[bytes] | None = None) -> _Accepted:
+        return _Accepted(len(events), 0, len(events))
+
+
+async def http_us(bodies: list[bytes]) -> float:
+    """One event per POST through the intake app on loopback, 16 clients in process: µs of CPU per post."""
+    app = build_app(InstantSubmitter(), tokens=StaticTokens(["bench"]), allow_anonymous=False, hmac_secret=None)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/api/v1/events"
+    headers = {"Authorization": "Bearer bench", "Content-Type": "application/json"}
+    pending = iter(bodies)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=PRODUCERS)) as session:
+
+        async def client() -> None:
+            for body in pending:
+                async with session.post(url, data=body, headers=headers) as resp:
+                    assert resp.status == 202, await resp.text()
+                    await resp.read()
+
+        started = time.process_time()
+        await asyncio.gather(*(client() for _ in range(PRODUCERS)))
+        cpu = time.process_time() - started
+    await runner.cleanup()
+    return cpu * 1e6 / len(bodies)
+
+
 async def engine_us(
     bodies: list[bytes], *, webhooks: int, batch: int, profile: cProfile.Profile | None = None
 ) -> float:
@@ -132,6 +181,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=2000, help="events per run (fan-out: a tenth, to 100 webhooks)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measure; the median is printed")
+    parser.add_argument("--only", help=f"comma-separated subset of intake, http, {', '.join(RUNS)}")
     parser.add_argument("--profile", choices=sorted(RUNS), help="instead: cProfile one run (loop thread CPU), top 20")
     args = parser.parse_args()
     bodies = sample_bodies(args.events)
@@ -144,24 +194,33 @@ async def main() -> None:
         pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(20)
         print(out.getvalue())
         return
-    results: dict[str, list[float]] = {"baseline": [], "intake": [], **{name: [] for name in RUNS}}
+    chosen = args.only.split(",") if args.only else ["intake", "http", *RUNS]
+    results: dict[str, list[float]] = {"baseline": [], **{name: [] for name in chosen}}
     for _ in range(args.repeat):  # interleaved, so drift in machine load hits every measure alike
         results["baseline"].append(baseline_us(bodies))
-        results["intake"].append(intake_us(bodies))
+        if "intake" in chosen:
+            results["intake"].append(intake_us(bodies))
+        if "http" in chosen:
+            results["http"].append(await http_us(bodies))
         for name, (webhooks, batch, divisor) in RUNS.items():
-            results[name].append(await engine_us(bodies[: len(bodies) // divisor], webhooks=webhooks, batch=batch))
+            if name in chosen:
+                results[name].append(await engine_us(bodies[: len(bodies) // divisor], webhooks=webhooks,
+                                                     batch=batch))  # fmt: skip
     base = statistics.median(results["baseline"])
     print(f"{len(bodies)} events, mean body {sum(map(len, bodies)) / len(bodies):.0f} bytes, median of {args.repeat}")
     print(f"  {'baseline: json.loads + json.dumps':<44} {base:8.1f} us/event   1.00x")
     labels = {
         "intake": "intake parse_events, one event per body",
+        "http": "intake over HTTP, one event per POST",
         "bs1": "engine batchSize 1, 1 webhook",
         "bs10": "engine batchSize 10, 1 webhook",
         "fanout": "engine batchSize 1, 100 webhooks (fan-out)",
     }
     for name, label in labels.items():
+        if name not in chosen:
+            continue
         value = statistics.median(results[name])
-        unit = "us/event" if name == "intake" else "us/dl   "
+        unit = "us/event" if name in ("intake", "http") else "us/dl   "
         spread = f"(runs {', '.join(f'{v:.0f}' for v in results[name])})"
         print(f"  {label:<44} {value:8.1f} {unit} {value / base:5.2f}x  {spread}")
 

@@ -3,6 +3,12 @@
 It reads and JSON-parses every body (the same work for the bare-client ceiling and for the engine) and records
 the arrival time of every event id, which the benchmark fetches from GET /stats to compute latency.
 
+For the slow-receiver run it also counts, at their maximum since the last reset: requests in flight at once
+(``max_in_flight``: handlers of /slow/ running), connections open at once (``max_connections``: every TCP connection
+the server holds, from aiohttp's ``Server.connection_made``/``connection_lost``, the benchmark's own polling
+connection included) and connections open at once that have carried a /slow/ request (``max_slow_connections``:
+the sender's connections to the slow endpoint only).
+
     python bench/receiver.py PORT_FILE
 """
 
@@ -19,7 +25,18 @@ from typing import Any
 from aiohttp import web
 
 arrivals: dict[str, float] = {}
-state = {"requests": 0, "events": 0, "in_flight": 0, "max_in_flight": 0}
+state = {
+    "requests": 0,
+    "events": 0,
+    "in_flight": 0,
+    "max_in_flight": 0,
+    "connections": 0,
+    "max_connections": 0,
+    "slow_connections": 0,
+    "max_slow_connections": 0,
+}
+#: Open connections that have carried a /slow/ request (by protocol object; dropped when the connection closes).
+_slow_protocols: set[object] = set()
 #: Seconds a request to /slow/{n} waits before it is answered (a receiver that takes its time).
 SLOW_SECONDS = 1.0
 
@@ -46,6 +63,10 @@ async def slow(request: web.Request) -> web.Response:
     """Like ``hook``, answered after SLOW_SECONDS; counts requests in flight at once (the most ever seen)."""
     state["in_flight"] += 1
     state["max_in_flight"] = max(state["max_in_flight"], state["in_flight"])
+    if request.protocol not in _slow_protocols:
+        _slow_protocols.add(request.protocol)
+        state["slow_connections"] = len(_slow_protocols)
+        state["max_slow_connections"] = max(state["max_slow_connections"], len(_slow_protocols))
     try:
         body = await request.read()
         await asyncio.sleep(SLOW_SECONDS)
@@ -69,8 +90,43 @@ async def count(request: web.Request) -> web.Response:
 
 async def reset(request: web.Request) -> web.Response:
     arrivals.clear()
-    state.update(requests=0, events=0, max_in_flight=state["in_flight"])
+    state.update(
+        requests=0,
+        events=0,
+        max_in_flight=state["in_flight"],
+        max_connections=state["connections"],
+        max_slow_connections=state["slow_connections"],
+    )
     return web.Response(status=204)
+
+
+def count_connections(server: web.Server) -> None:
+    """Wrap aiohttp's low-level server so that it counts the TCP connections it holds."""
+    made, lost = server.connection_made, server.connection_lost
+
+    def connection_made(handler: Any, transport: asyncio.Transport) -> None:
+        made(handler, transport)
+        state["connections"] += 1
+        state["max_connections"] = max(state["max_connections"], state["connections"])
+
+    def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
+        lost(handler, exc)
+        state["connections"] -= 1
+        if handler in _slow_protocols:
+            _slow_protocols.discard(handler)
+            state["slow_connections"] = len(_slow_protocols)
+
+    server.connection_made = connection_made  # type: ignore[method-assign]
+    server.connection_lost = connection_lost  # type: ignore[method-assign]
+
+
+async def serve(app: web.Application, sock: socket.socket) -> None:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    assert runner.server is not None
+    count_connections(runner.server)
+    await web.SockSite(runner, sock).start()
+    await asyncio.Event().wait()
 
 
 def main() -> None:
@@ -85,7 +141,7 @@ def main() -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port_file.write_text(str(sock.getsockname()[1]))
-    web.run_app(app, sock=sock, access_log=None, print=None)
+    asyncio.run(serve(app, sock))
 
 
 if __name__ == "__main__":

@@ -119,6 +119,14 @@ class PostgresServer:
                    "--no-sync"])  # a throw-away cluster: the server itself runs with fsync on  # fmt: skip
         pwfile.unlink()
         self.port = self.port or free_port()
+        self.launch(timeout)
+
+    def launch(self, timeout: float = 60.0) -> None:
+        """Run the server on the existing data directory and port: ``start()`` after ``initdb``, and a restart
+        after ``stop()`` (a database outage in a test: the same address, the same data, clients reconnect)."""
+        if self._proc is not None and self._proc.poll() is None:
+            raise PostgresError("PostgreSQL is already running")
+        since = self.log.stat().st_size if self.log.exists() else 0  # a restart: its log already says "ready"
         handle = self.log.open("ab")
         self._proc = subprocess.Popen(
             [str(self.bindir / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
@@ -130,14 +138,14 @@ class PostgresServer:
         handle.close()
         if self._runas is not None:
             os.chown(self.log, self._runas.pw_uid, self._runas.pw_gid)
-        self._wait_ready(timeout)
+        self._wait_ready(timeout, since)
 
-    def _wait_ready(self, timeout: float) -> None:
+    def _wait_ready(self, timeout: float, since: int = 0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.check_alive()
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                if "ready to accept connections" in self.log.read_text(errors="replace"):
+                if b"ready to accept connections" in self.log.read_bytes()[since:]:
                     return
             time.sleep(0.1)
         raise PostgresError(f"PostgreSQL not ready after {timeout:.0f} s; last lines of {self.log}:\n"

@@ -71,6 +71,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("postgres_dsn_file", "", "File holding the PostgreSQL connection string (URL or key=value) for --store "
             "postgres; mount a Secret there. Or set WEBHOOK_OPERATOR_POSTGRES_DSN (e.g. from a secretKeyRef), never a "
             "flag. Its password is never logged."),
+    Setting("replica_id", "", "This replica's name among the replicas sharing a PostgreSQL store (--store postgres "
+            "only): unique per running process. Empty: $POD_NAME, else <hostname>-<pid>."),
+    Setting("lease_duration", "10s", "Work sharing (--store postgres): how long a replica's lease on a webhook lasts "
+            "without renewal (renewed every third of it). A dead replica's webhooks move to another replica within "
+            "lease duration + lease duration / 3 (default 10s: at most 13.3s)."),
+    Setting("advertise_address", "", "host:port where the other replicas reach this replica's operations API, to "
+            "forward operations on webhooks it delivers (--store postgres). Empty: $POD_IP and the intake port."),
     Setting("store_path", "/var/lib/webhook-operator/store.db", "SQLite store file (events, queues, delivery log)."),
     Setting("store_sync", "FULL", "SQLite synchronous mode for acknowledged writes: FULL (survives power loss) or "
             "NORMAL (survives process crashes)."),
@@ -168,6 +175,9 @@ class OperatorConfig:
     store: str = "sqlite"
     postgres_dsn_file: Path | None = None
     postgres_dsn: str | None = field(default=None, repr=False)  # env only: it may carry a password
+    replica_id: str = ""
+    lease_duration: float = 10.0
+    advertise_address: str = ""
     store_path: Path = Path("/var/lib/webhook-operator/store.db")
     store_sync: str = "FULL"
     retention: float = 7 * 86400.0
@@ -216,6 +226,9 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "api_auth": _choice("kubernetes", "tokens"),
     "store": _choice("sqlite", "postgres"),
     "postgres_dsn_file": lambda v: Path(v) if v else None,
+    "replica_id": lambda v: v.strip(),
+    "lease_duration": lambda v: _positive_duration(v),
+    "advertise_address": lambda v: _advertised(v.strip()),
     "store_path": Path,
     "store_sync": _choice("FULL", "NORMAL"),
     "retention": parse_duration,
@@ -249,6 +262,15 @@ def _budget(text: str) -> SpaceBudget:
             raise ValueError(f"a share of the volume must be above 0% and at most 100%, got {text!r}")
         return SpaceBudget(fraction=percent / 100)
     return SpaceBudget(max_bytes=_positive(_size(text)))
+
+
+def _advertised(text: str) -> str:
+    """``host:port`` (``[v6]:port``) as given, checked; empty stays empty (the pod IP is taken then)."""
+    if text:
+        host, port = _address(text)
+        if host == ALL_INTERFACES or not port:
+            raise ValueError(f"expected the host:port other replicas can reach, got {text!r}")
+    return text
 
 
 def _positive_duration(text: str) -> float:

@@ -107,8 +107,10 @@ class CountingSubmitter:
 
     async def submit(self, events: Sequence[ChangeEvent], bodies: Sequence[bytes] | None = None) -> SubmitResult:
         result = await self._dispatcher.submit(events, bodies)
-        self._accepted.inc(result.accepted)
-        self._duplicates.inc(result.duplicates)
+        if result.accepted:  # adding 0 changes nothing, and each inc takes the counter's lock
+            self._accepted.inc(result.accepted)
+        if result.duplicates:
+            self._duplicates.inc(result.duplicates)
         return result
 
 
@@ -141,14 +143,18 @@ def build_graph(*, store: Store, sender: Sender, status: StatusPort | None = Non
                 clock: Callable[[], float] = time.time, retry: RetryPolicy | None = None, max_concurrency: int = 64,
                 user_agent: str = USER_AGENT, admins: tuple[str, ...] = (), ui_base_url: str | None = None,
                 metrics: Metrics | None = None, queue_limits: QueueLimits | None = None,
-                templates: TemplateLimits | None = None) -> Graph:  # fmt: skip
+                templates: TemplateLimits | None = None, shared: bool = False,
+                webhooks_known: bool = True) -> Graph:  # fmt: skip
+    """``shared``: work sharing between replicas (issue 15): the dispatcher delivers only the webhooks a
+    ``sharing.manager.LeaseManager`` hands it; without one it delivers none."""
     metrics = metrics or Metrics()
     status = status or NullStatus()
     observers = _Fanout(status, metrics)
     pool = TemplatePool(templates)  # lazy: no worker process starts until a Custom template needs one
     pipeline = AttemptPipeline(sender, user_agent=user_agent, max_concurrency=max_concurrency, clock=clock,
                                on_attempt=metrics.attempt, templates=pool)  # fmt: skip
-    dispatcher = Dispatcher(store, pipeline, retry=retry, observer=observers, limits=queue_limits, events=observers)
+    dispatcher = Dispatcher(store, pipeline, retry=retry, observer=observers, limits=queue_limits, events=observers,
+                            shared=shared, webhooks_known=webhooks_known)  # fmt: skip
     operations = Operations(dispatcher, store, pipeline, observer=status)
     reconciler = Reconciler(dispatcher, secrets or NoSecrets(), observers, admins=admins, ui_base_url=ui_base_url,
                             templates=pool)  # fmt: skip

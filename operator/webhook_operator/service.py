@@ -12,12 +12,13 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
 from kubernetes import client as k8s
 
+from webhook_operator.availability import Availability
 from webhook_operator.config import ConfigError, OperatorConfig
 from webhook_operator.delivery.sender import AiohttpSender
 from webhook_operator.delivery.ssrf import AddressPolicy
@@ -35,6 +36,7 @@ from webhook_operator.intake.errors import IntakeError
 from webhook_operator.intake.operations import operation_routes
 from webhook_operator.metrics import CONTENT_TYPE
 from webhook_operator.reconcile import Resource, SecretReader
+from webhook_operator.sharing.setup import Sharing, advertise_address, replica_id
 from webhook_operator.status.events import EventRecorder
 from webhook_operator.status.writer import StatusWriter
 from webhook_operator.store.base import Store
@@ -97,24 +99,43 @@ class OperatorService:
             store=build_store(config),
             sender=AiohttpSender(policy), status=self.writer, secrets=secrets, retry=config.retry,
             max_concurrency=config.max_concurrency, admins=config.admins, ui_base_url=config.ui_base_url,
-            queue_limits=config.queue_limits, templates=config.template_limits,
+            queue_limits=config.queue_limits, templates=config.template_limits, shared=config.store == "postgres",
+            webhooks_known=False,  # until the start-up list is registered, events are accepted unrouted
         )  # fmt: skip
         self.metrics, self.store, self.dispatcher = self.graph.metrics, self.graph.store, self.graph.dispatcher
+        #: Work sharing between replicas on PostgreSQL (issue 15): leases, status ownership, forwarding. None on SQLite.
+        self.sharing: Sharing | None = None
+        if config.store == "postgres":
+            self.sharing = Sharing.build(
+                self.store, self.dispatcher, replica=replica_id(config.replica_id),
+                lease_duration=config.lease_duration, tls_cert_file=config.tls_cert_file,
+                address=advertise_address(config.advertise_address, config.intake_address[1]),
+                registry=self.metrics.registry, forget=self._released,
+            )  # fmt: skip
+            self.writer.share(self.sharing.leases.owns, self.sharing.claim)
         self.operations, self.annotations = self.graph.operations, self.graph.annotations
         self.reconciler = self.graph.reconciler
         self.secrets = secrets
         if tokens is None and config.intake_token_file is not None:
             tokens = FileTokens(config.intake_token_file)
         hmac_secret = load_hmac_secret(config.intake_hmac_secret_file) if config.intake_hmac_secret_file else None
-        self.ready = False
+        self.availability = Availability()  # the intake once the store is open, delivery once the list is read
         self.intake_app = build_app(
             self.graph.submitter, tokens=tokens, allow_anonymous=config.intake_allow_anonymous,
-            hmac_secret=hmac_secret, max_body=config.intake_max_body, ready=lambda: self.ready,
+            hmac_secret=hmac_secret, max_body=config.intake_max_body, ready=lambda: self.availability.intake,
         )  # fmt: skip
         self._mount_operations(api_auth, tokens)
         self.intake_app.middlewares.insert(0, self._count_intake)  # outermost: sees the final status code
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._intake_by_status: dict[int, Any] = {}  # labelled children, one per status code: no .labels() per POST
+
+    def _released(self, key: str) -> None:
+        """This replica stopped delivering ``key`` (lease lost or handed over): its per-webhook series go (the new
+        owner reports them), and the status writer forgets the last state it saw, which was never written — else a
+        later re-adoption would be compared with it and post a transition Event that never happened."""
+        self.metrics.forget(key)
+        self.writer.released(key)
 
     def _mount_operations(self, auth: Authenticator | None, tokens: TokenSource | None) -> None:
         """The operations API on the intake's port: ``api_auth=kubernetes`` needs the Kubernetes authenticator
@@ -126,22 +147,32 @@ class OperatorService:
         if auth is None:
             log.warning("operations API not served: --api-auth=kubernetes without a Kubernetes authenticator")
             return
-        add_routes(self.intake_app, operation_routes(self.operations), auth=auth)
+        forward = self.sharing.forwarder if self.sharing is not None else None
+        add_routes(self.intake_app, operation_routes(self.operations, forward=forward), auth=auth)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.graph.open()
+        """Serve, then open the store (retried until it opens; the intake answers 503 until then). Returns with
+        the intake accepting; the Webhook list is ``sync_webhooks``'s, in the background (``availability``)."""
         await self.writer.start()
         await self._serve(self.intake_app, self.config.intake_address, self.tls.context if self.tls else None)
         await self._serve(self._health_app(), self.config.health_address)
+        await self.availability.open_store(self.graph.open)
+        if self.sharing is not None:  # before any webhook registers: each then takes its lease at once
+            await self.sharing.start()
         self._tasks.append(asyncio.create_task(self._prune_forever(), name="store-prune"))
         if self.tls is not None:
             self._tasks.append(asyncio.create_task(self._reload_tls_forever(self.tls), name="tls-reload"))
 
+    async def sync_webhooks(self, list_webhooks: Callable[[], Awaitable[Sequence[Resource]]]) -> None:
+        """Read the Webhook list (retried until the API server answers) and ``initial_sync`` it; the intake
+        accepts meanwhile (``availability``)."""
+        await self.availability.sync_webhooks(list_webhooks, self.initial_sync)
+
     async def initial_sync(self, resources: Sequence[Resource]) -> None:
-        """Register every existing Webhook, drop queues of Webhooks deleted while we were down, then open the
-        intake (``/readyz`` and ``POST /api/v1/events`` answer 503 until here)."""
+        """Register every existing Webhook, drop queues of Webhooks deleted while we were down, then route the
+        events accepted unrouted meanwhile (``delivery.unrouted``) and everything new at once."""
         for resource in resources:
             try:
                 await self.reconciler.apply(resource)
@@ -154,10 +185,10 @@ class OperatorService:
             if key not in known and (not watched or namespace in watched):
                 log.info("purging the queue of %s: the Webhook no longer exists", key)
                 await self.dispatcher.unregister(key)
-        self.ready = True
+        self.dispatcher.webhooks_known()
 
     async def stop(self) -> None:
-        self.ready = False
+        self.availability.intake = False
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -165,7 +196,11 @@ class OperatorService:
             await runner.cleanup()
         if isinstance(self._api_auth, Closeable):  # its review threads, after the last request is answered
             self._api_auth.close()
+        if self.sharing is not None:
+            await self.sharing.leases.stop()  # no more adoptions while the lanes close
         await self.graph.dispatcher.stop()  # before the writer stops: the last snapshots still reach status
+        if self.sharing is not None:  # the lanes' last completions passed the fence: now give every lease up
+            await self.sharing.stop()
         await self.writer.stop()
         self.events.close()
         await self.graph.close()
@@ -176,7 +211,12 @@ class OperatorService:
     async def _count_intake(self, request: web.Request, handler: Any) -> web.StreamResponse:
         response: web.StreamResponse = await handler(request)
         if request.path == "/api/v1/events":
-            self.metrics.intake_requests.labels(str(response.status)).inc()
+            counter = self._intake_by_status.get(response.status)
+            if counter is None:
+                counter = self._intake_by_status[response.status] = self.metrics.intake_requests.labels(
+                    str(response.status)
+                )
+            counter.inc()
             if response.status >= 400:  # accepted and duplicate events are counted by the graph's submitter
                 self.metrics.intake_events.labels("rejected").inc()
         return response
@@ -197,9 +237,10 @@ class OperatorService:
             return web.json_response({"status": "ok"})
 
         async def readyz(request: web.Request) -> web.Response:
-            if not self.ready:
-                return web.json_response({"status": "starting"}, status=503)
-            return web.json_response({"status": "ready", "webhooks": len(self.dispatcher.keys())})
+            status, body = await self.availability.readiness(len(self.dispatcher.keys()), self.store.unrouted_count)
+            sharing = {"replica": self.sharing.leases.replica, "owned": self.sharing.leases.owned_count} \
+                if self.sharing is not None else {}  # fmt: skip
+            return web.json_response({**body, **sharing}, status=status)
 
         async def metrics(request: web.Request) -> web.Response:
             if self._metrics_auth is not None:  # series carry namespace and Webhook names

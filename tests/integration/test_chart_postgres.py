@@ -1,8 +1,8 @@
 """The chart's PostgreSQL store (issue 15, item 4, chart side): ``store.type=postgres`` renders no claim and no store
 volume, runs ``--store=postgres`` and takes the DSN from an existing Secret as ``WEBHOOK_OPERATOR_POSTGRES_DSN``
 (``secretKeyRef``: the chart never holds the value); the pod keeps its hardening with ``/tmp`` as its only writable
-mount; the schema keeps one replica, because work sharing between replicas (leases, fencing) is not built yet and
-two replicas would each deliver every event. The default (SQLite) install renders as before. Rendered with the real
+mount; the Deployment rolls instead of being recreated (several replicas: test_chart_replicas.py). The default
+(SQLite) install renders as before. Rendered with the real
 helm and parsed by the operator's own argument parser (see test_packaging.py for the schema's refusals and the
 server-side Pod Security check of this variant)."""
 
@@ -69,9 +69,10 @@ def test_postgres_dsn_is_an_env_var_from_the_existing_secret(pg_docs: list[Doc],
 def test_postgres_pod_keeps_the_hardening_with_only_tmp_writable(pg_docs: list[Doc], helm: Helm) -> None:
     default = helm.template()
     deployment = _one(pg_docs, "Deployment")
-    # Still one pod, replaced with Recreate: a rolling update would run two operators that both deliver every event.
+    # One pod by default, rolled: old and new share the work through leases while they overlap (issue 15).
     assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate",
+                                              "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}  # fmt: skip
     pod = _pod(pg_docs)
     assert pod["securityContext"] == _pod(default)["securityContext"]
     container = _container(pg_docs)
@@ -113,11 +114,13 @@ def test_install_notes_name_the_dsn_secret_and_no_claim(helm: Helm) -> None:
     assert "PostgreSQL" not in default and "PersistentVolumeClaim rel-webhook-operator-store" in default
 
 
-def test_schema_explains_why_there_is_one_replica() -> None:
+def test_schema_explains_why_sqlite_has_one_replica() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     replicas = schema["properties"]["replicaCount"]
-    assert replicas["maximum"] == 1
-    assert "issue 15" in replicas["description"] and "every event" in replicas["description"]
+    assert "maximum" not in replicas, "the bound depends on the store (the top-level if/then)"
+    assert "every event" in replicas["description"] and "lease" in replicas["description"]
+    assert schema["then"]["properties"]["replicaCount"]["maximum"] == 1
+    assert schema["if"]["not"]["properties"]["store"]["properties"]["type"] == {"const": "postgres"}
     store = schema["properties"]["store"]["properties"]
     assert store["type"]["enum"] == ["sqlite", "postgres"]
 

@@ -60,7 +60,10 @@ class OperatorProcess:
         env.update({f"WEBHOOK_OPERATOR_{k.upper()}": v for k, v in self.settings.items()})
         return env
 
-    def start(self, timeout: float = 60) -> OperatorProcess:
+    def start(self, timeout: float = 60, *, until: str = "delivery") -> OperatorProcess:
+        """Start the process and wait until ``until`` is ready: ``delivery`` (every existing Webhook registered,
+        what most tests need), ``intake`` (events are accepted; the API server may still be away) or ``nothing``."""
+        ready = {"delivery": self.ready, "intake": self.intake_ready, "nothing": lambda: True}[until]
         handle = self.log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "webhook_operator.cli.main", "run"], env=self.env(), stdout=handle,
@@ -71,17 +74,28 @@ class OperatorProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"operator exited ({self.proc.returncode}):\n{self.tail()}")
-            if self.ready():
+            if ready():
                 return self
             time.sleep(0.1)
         raise AssertionError(f"operator not ready after {timeout} s:\n{self.tail()}")
 
     def ready(self) -> bool:
+        """Delivery ready: every existing Webhook is registered (``/readyz`` says ``"delivery": "ready"``)."""
+        return self.readiness().get("delivery") == "ready"
+
+    def intake_ready(self) -> bool:
+        """The intake accepts events (``/readyz`` answers 200), whether or not the Webhook list is known yet."""
+        return self.readiness().get("intake") == "ready"
+
+    def readiness(self) -> dict[str, Any]:
+        """The ``/readyz`` body (``{}`` while nothing answers)."""
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/readyz", timeout=1) as resp:
-                return bool(resp.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+                return dict(json.loads(resp.read()))
+        except urllib.error.HTTPError as exc:
+            return dict(json.loads(exc.read() or b"{}"))
+        except (urllib.error.URLError, OSError, ValueError):
+            return {}
 
     def stop(self) -> int:
         if self.proc is None or self.proc.poll() is not None:

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
 
 from webhook_operator.api._model import EXTENSION, ResourceModel
-from webhook_operator.api.delivery_limits import DeliveryLimits
+from webhook_operator.api.delivery_limits import DeliveryLimits, Ordering
 from webhook_operator.api.encoding import compact_json
 from webhook_operator.api.related import (
     ACCEPT_FROM_DESCRIPTION,
@@ -327,8 +327,9 @@ class WebhookSpec(ResourceModel):
     )
     delivery: DeliveryLimits | None = Field(
         default=None,
-        description=EXTENSION + "Queue limits of this webhook: events over them go to the dead letters (kept for the "
-        "retention period, redeliverable), with a Warning Event and status.failureDetails.",
+        description=EXTENSION + "Queue limits of this webhook (events over them go to the dead letters, kept for the "
+        "retention period, redeliverable, with a Warning Event and status.failureDetails) and its delivery "
+        "concurrency (ordering, maxInFlight).",
     )
     fallback: FallbackRef | None = Field(default=None, description=FALLBACK_DESCRIPTION)
     triggers: list[TriggerRef] | None = Field(
@@ -385,6 +386,19 @@ class WebhookSpec(ResourceModel):
         """Whether requests carry the Generic body (Generic, or Custom without a template), which payloadShape picks."""
         custom_plain = self.webhook_type is WebhookType.CUSTOM and self.webhook_config.payload_template is None
         return self.webhook_type is WebhookType.GENERIC or custom_plain
+
+    @property
+    def delivery_ordering(self) -> Ordering:
+        """``spec.delivery.ordering``, default ``webhook`` (the seed's one batch in flight, strict FIFO)."""
+        return self.delivery.ordering if self.delivery is not None else Ordering.WEBHOOK
+
+    @property
+    def delivery_max_in_flight(self) -> int:
+        """Batches in flight or held at once with ordering entity/none (``spec.delivery.maxInFlight``); 1 with
+        ordering webhook, whatever the spec says."""
+        if self.delivery is None or self.delivery.ordering is Ordering.WEBHOOK:
+            return 1
+        return self.delivery.max_in_flight
 
     @property
     def delivery_batch_size(self) -> int:

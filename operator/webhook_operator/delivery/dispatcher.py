@@ -21,15 +21,26 @@ from webhook_operator.api.outcomes import NullObserver, StateObserver, WebhookSn
 from webhook_operator.api.related import TriggerOn
 from webhook_operator.delivery.attempt import AttemptPipeline
 from webhook_operator.delivery.lane import Lane
+from webhook_operator.delivery.lane_reports import LaneReports
 from webhook_operator.delivery.limits import QueueLimits
+from webhook_operator.delivery.ordering import reordered, switches
 from webhook_operator.delivery.parsed import ParsedEvents
-from webhook_operator.delivery.queue import LaneQueue
 from webhook_operator.delivery.related import RelatedGraph, trigger_event
 from webhook_operator.delivery.retry import RetryPolicy
+from webhook_operator.delivery.shared_lanes import SharedLanes
 from webhook_operator.delivery.target import WebhookTarget
+from webhook_operator.delivery.unrouted import DeferredRouter
 from webhook_operator.delivery.worker import LaneWorker
 from webhook_operator.routing import CompiledFilters, FilterError
-from webhook_operator.store.base import AttemptRecord, QueuedEvent, RoutedEvent, Store, StoreUnavailable
+from webhook_operator.store.base import (
+    AttemptRecord,
+    EnqueueResult,
+    QueuedEvent,
+    RoutedEvent,
+    Store,
+    StoreUnavailable,
+)
+from webhook_operator.store.unrouted import Routing
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +69,17 @@ class _NoEvents:
         return None
 
 
-class Dispatcher:
+class Dispatcher(SharedLanes):
     def __init__(self, store: Store, pipeline: AttemptPipeline, *, retry: RetryPolicy | None = None,
                  observer: StateObserver | None = None, limits: QueueLimits | None = None,
-                 events: EventSink | None = None) -> None:  # fmt: skip
+                 events: EventSink | None = None, shared: bool = False,
+                 webhooks_known: bool = True) -> None:  # fmt: skip
         self._store = store
+        #: Work sharing (issue 15): several replicas, each delivering only the webhooks it ``adopt``-ed. Every
+        #: webhook is still registered (routing needs its filters), but one this replica does not own has a
+        #: parked lane: a closed worker, no queue read from the store, no snapshot reported.
+        self._shared = shared
+        self._owned: set[str] = set()
         self._events = events or _NoEvents()
         self._related = RelatedGraph()
         self._emitting: set[asyncio.Task[None]] = set()
@@ -70,8 +87,11 @@ class Dispatcher:
         self._policy = retry or RetryPolicy()
         self._limits = limits or QueueLimits()
         self._observer = observer or NullObserver()
+        self._reports = LaneReports(self._observer, self.owns)  # snapshots once per loop turn, not per change
         self._workers: dict[str, LaneWorker] = {}
         self._parsed = ParsedEvents()
+        # ``webhooks_known`` False (the operator's start-up): events are stored unrouted until ``webhooks_known()``.
+        self._unrouted = DeferredRouter(store, self._routes, self._deliver, self._parsed, known=webhooks_known)
         self._register_locks: dict[str, asyncio.Lock] = {}
         self._stopping = False
 
@@ -90,16 +110,20 @@ class Dispatcher:
                 filters = worker.lane.filters if worker is not None else CompiledFilters.compile([])
             related_changed = self._related.update(target.key, target.spec)
             if worker is None:
-                state = await self._store.lane_state(target.key)
-                queue = await LaneQueue.load(self._store, target.key, state.pending)
-                lane = Lane(target, filters, state, queue, self._policy, self._limits)
-                worker = LaneWorker(lane, store=self._store, pipeline=self._pipeline, parsed=self._parsed,
-                                    notify=self._notify, fallback=self)  # fmt: skip
+                worker = await self._new_worker(target, filters, park=self._shared)
                 self._workers[target.key] = worker
+                if self.on_registered is not None:  # work sharing: take its lease soon
+                    self.on_registered(target.key)
             else:
                 ended = worker.lane.fallback
-                if worker.lane.reconfigure(target, filters):
-                    await self._store.save_retry_state(target.key, worker.lane.retry)
+                if self.owns(target.key) and switches(worker, target):  # issue 12: the other kind of lane
+                    worker = self._workers[target.key] = await reordered(
+                        worker, self._store, lambda: self._new_worker(target, filters, park=False)
+                    )
+                    if ended is not None:
+                        self._fallback_ended(target.key, ended, "its configuration changed")
+                elif worker.lane.reconfigure(target, filters) and self.owns(target.key):
+                    await worker.save_retry_state()
                     if ended is not None and worker.lane.fallback is None:
                         self._fallback_ended(target.key, ended, "its configuration changed")
             self._related_warnings({*related_changed, target.key}, target.key)
@@ -115,6 +139,7 @@ class Dispatcher:
     async def unregister(self, key: str) -> None:
         """The Webhook is gone: stop its worker and drop its queue and retry state."""
         self._register_locks.pop(key, None)
+        self._owned.discard(key)
         worker = self._workers.pop(key, None)
         changed = self._related.update(key, None)
         self._related_warnings(changed, None)
@@ -124,6 +149,7 @@ class Dispatcher:
         await self._store.purge(key)
 
     def snapshot(self, key: str) -> WebhookSnapshot | None:
+        self._reports.flush()  # whoever looks at a snapshot may look at the observer next
         worker = self._workers.get(key)
         return worker.lane.snapshot() if worker else None
 
@@ -142,31 +168,61 @@ class Dispatcher:
 
     async def submit(self, events: Sequence[ChangeEvent], bodies: Sequence[bytes] | None = None) -> SubmitResult:
         """Durably accept and route events; returns after the commit. Raises StoreUnavailable (nothing taken)."""
+        # Before the Webhook list is known the events are stored unrouted, and afterwards behind any that still
+        # wait (``delivery.unrouted``): accepted either way, routed in arrival order.
+        routing = self._unrouted.routing
+        keys = self._routes(events) if routing is not Routing.UNROUTED else [[] for _ in events]
+        routed = [
+            RoutedEvent(event.id, bodies[i] if bodies is not None else encode_event(event), keys[i])
+            for i, event in enumerate(events)
+        ]
+        # Shielded: if the caller is cancelled (its client went away) the commit still happens, and so must the
+        # routing into the lanes, or committed events would sit on disk undelivered until a restart.
+        return await asyncio.shield(self._enqueue_and_route(events, routed, routing))
+
+    def _routes(self, events: Sequence[ChangeEvent]) -> list[list[str]]:
+        """The webhook keys each event goes to now (``submit``, and the deferred routing of unrouted events)."""
         # A webhook whose fallback is active routes to its fallback (issue 14); an event both route to goes once.
         lanes = [(w.lane, self._destination(w.lane)) for w in self._workers.values() if w.lane.accepting]
         diverted = any(lane.key != dest for lane, dest in lanes)
-        routed = []
-        for i, event in enumerate(events):
+        routes = []
+        for event in events:
             keys = [dest for lane, dest in lanes if lane.filters.matches(event)]
-            body = bodies[i] if bodies is not None else encode_event(event)
-            routed.append(RoutedEvent(event.id, body, list(dict.fromkeys(keys)) if diverted else keys))
-        # Shielded: if the caller is cancelled (its client went away) the commit still happens, and so must the
-        # routing into the lanes, or committed events would sit on disk undelivered until a restart.
-        return await asyncio.shield(self._enqueue_and_route(events, routed))
+            routes.append(list(dict.fromkeys(keys)) if diverted else keys)
+        return routes
 
-    async def _enqueue_and_route(self, events: Sequence[ChangeEvent], routed: list[RoutedEvent]) -> SubmitResult:
-        result = await self._store.enqueue(routed)
+    def webhooks_known(self) -> None:
+        """Every existing Webhook is registered (the start-up list was read): route what was accepted unrouted,
+        and from now on route at once whatever does not have to wait behind it."""
+        self._unrouted.start()
+
+    @property
+    def delivering(self) -> bool:
+        """Whether the Webhook list is known (readiness: ``delivery``)."""
+        return self._unrouted.known
+
+    async def _enqueue_and_route(self, events: Sequence[ChangeEvent], routed: list[RoutedEvent],
+                                 routing: Routing = Routing.GIVEN) -> SubmitResult:  # fmt: skip
+        result = await self._store.enqueue(routed, routing=routing)
         for event, seq in zip(events, result.seqs, strict=True):
             if seq is not None:
                 self._parsed.put(seq, event)
+        if result.unrouted:
+            self._unrouted.kick()
+        return SubmitResult(result.accepted, result.duplicates, self._deliver(result))
+
+    def _deliver(self, result: EnqueueResult) -> int:
+        """Committed queue entries into their lanes; how many were handed over."""
         queued = 0
         for key, entries in result.queued.items():
             worker = self._workers.get(key)
             if worker is None:  # unregistered while we were committing: the purge removes its entries
                 continue
+            if self._shared and key not in self._owned:  # its owner hears of them from the store
+                continue
             worker.append(entries)
             queued += len(entries)
-        return SubmitResult(result.accepted, result.duplicates, queued)
+        return queued
 
     # -- operator actions on a lane --------------------------------------------------------------------------
 
@@ -208,6 +264,8 @@ class Dispatcher:
         now = self._pipeline.clock()
         for key, worker in list(self._workers.items()):
             lane = worker.lane
+            if self._shared and key not in self._owned:
+                continue
             try:
                 max_age = lane.limits.max_age
                 oldest = lane.queue.oldest_received_at
@@ -235,22 +293,24 @@ class Dispatcher:
 
     async def _wait(self, working: Callable[[LaneWorker], bool], within: float) -> None:
         deadline = time.monotonic() + within
-        while self._emitting or any(working(w) for w in self._workers.values()):
+        while self._emitting or self._unrouted.busy or any(working(w) for w in self._workers.values()):
             if time.monotonic() > deadline:
                 raise TimeoutError("dispatcher still busy")
             await asyncio.sleep(0.005)
+        self._reports.flush()  # settled means the observer has heard of it too
 
     async def stop(self) -> None:
         self._stopping = True
+        await self._unrouted.stop()
         if self._emitting:  # trigger events being committed: let them land (they are a few store writes)
             await asyncio.wait(set(self._emitting), timeout=10)
         await asyncio.gather(*(w.close() for w in self._workers.values()), return_exceptions=True)
+        self._reports.flush()
 
     def _notify(self, lane: Lane) -> None:
-        try:
-            self._observer.webhook_changed(lane.snapshot())
-        except Exception:  # an observer bug must never stop delivery
-            log.exception("state observer failed for %s", lane.key)
+        if self._shared and lane.key not in self._owned:
+            return  # a parked lane knows nothing worth reporting: its owner reports
+        self._reports.mark(lane)  # the observer hears of it at the end of this loop turn (``lane_reports``)
         kind = lane.transition()
         if kind is not None:
             self._transitioned(lane, kind)
@@ -284,7 +344,7 @@ class Dispatcher:
     def handed_over(self, lane: Lane, to: str, entries: list[QueuedEvent], activated: bool) -> None:
         """FallbackPort: the entries are committed to ``to``: into its lane, and say so when the fallback began."""
         worker = self._workers.get(to)
-        if worker is not None and entries:
+        if worker is not None and entries and self.owns(to):
             worker.append(entries)
         if activated:
             state = lane.snapshot().state.value

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from webhook_operator.api.delivery_limits import Ordering
 from webhook_operator.api.outcomes import Reason, WebhookSnapshot
 from webhook_operator.api.related import TriggerOn
 from webhook_operator.api.webhook import WebhookState
@@ -24,7 +25,10 @@ from webhook_operator.delivery.retry import (
     Resumed,
     RetryPolicy,
     Skipped,
+    drop_hold,
+    next_hold_state,
     next_state,
+    shrink_hold,
 )
 from webhook_operator.delivery.target import WebhookTarget
 from webhook_operator.routing import CompiledFilters
@@ -110,6 +114,11 @@ class Lane:
         """Fold one attempt into the lane: dequeue and count a delivery, or hold and count a failure."""
         outcome = attempt.outcome
         self._retry = next_state(self._retry, Attempted([e.qid for e in batch], outcome), self._policy, now)
+        self._count(batch, attempt)
+
+    def _count(self, batch: list[QueuedEvent], attempt: Attempt) -> None:
+        """A delivered batch leaves the queue and counts its events; a failure counts one failed attempt."""
+        outcome = attempt.outcome
         if outcome.ok:
             self.queue.remove(batch)
             self._counters.delivered += len(batch)
@@ -123,6 +132,34 @@ class Lane:
             return False
         self._retry = next_state(self._retry, Resumed(), self._policy, 0.0)
         return True
+
+    # -- parallel delivery (ordering entity or none; the worker is ``keyed_worker.KeyedLaneWorker``) ------------
+
+    def attempted_key(self, hold_key: str, batch: list[QueuedEvent], attempt: Attempt, now: float) -> None:
+        """Fold one attempt of ``hold_key``'s batch: dequeue and count a delivery, or hold it and count a failure."""
+        outcome = attempt.outcome
+        self._retry = next_hold_state(self._retry, hold_key, [e.qid for e in batch], outcome, self._policy, now)
+        self._count(batch, attempt)
+
+    def hold_dropped(self, hold_key: str) -> None:
+        self._retry = drop_hold(self._retry, hold_key)
+
+    def hold_shrunk(self, hold_key: str, qids: list[int]) -> None:
+        self._retry = shrink_hold(self._retry, hold_key, qids)
+
+    def holds_skipped(self, hold_keys: list[str], entries: list[QueuedEvent], now: float) -> None:
+        """These holds' batches went to the dead letters; with none left the webhook runs again, as after a skip."""
+        self.queue.remove(entries)
+        for key in hold_keys:
+            self._retry = drop_hold(self._retry, key)
+        if not self._retry.holds:
+            self._retry = next_state(self._retry, Skipped(), self._policy, 0.0)
+        self._count_dead_letters(len(entries), now)
+
+    def undecodable(self, entry: QueuedEvent, now: float) -> None:
+        """An event that cannot be decoded went to the dead letters (retry state untouched: other keys are held)."""
+        self.queue.remove([entry])
+        self._count_dead_letters(1, now)
 
     # -- related webhooks (issue 14) ---------------------------------------------------------------------------
 
@@ -189,12 +226,22 @@ class Lane:
                 Reason.RETRY_LIMIT_REACHED,
                 f"delivery paused after {retry.attempts} failed attempts ({retry.last_reason}){held}",
             )
+        if retry.holds:
+            return WebhookState.AWAITING_RETRY, Reason.DELIVERY_FAILING, self._holds_message()
         if retry.held_qids:
             return WebhookState.AWAITING_RETRY, Reason.DELIVERY_FAILING, (
                 f"attempt {retry.attempts} failed: {retry.last_reason}"
             )  # fmt: skip
         reason = Reason.DELIVERING if self._counters.delivered else Reason.IDLE
         return WebhookState.ACTIVE, reason, f"{self._counters.delivered} events delivered"
+
+    def _holds_message(self) -> str:
+        """Ordering entity/none with batches held: how many, the latest failure, and that the rest still flows."""
+        retry = self._retry
+        latest = max(retry.holds, key=lambda h: h.last_failed_at or 0.0)
+        what = "entities" if self._target.spec.delivery_ordering is Ordering.ENTITY else "batches"
+        return (f"{len(retry.holds)} {what} held for a retry ({len(retry.held_qids)} events), the others deliver; "
+                f"latest: attempt {latest.attempts} for {latest.key[:128]} failed: {retry.last_reason}")  # fmt: skip
 
     def snapshot(self) -> WebhookSnapshot:
         state, reason, message = self.state()

@@ -168,7 +168,10 @@ class AiohttpSender:
     Choices, and why:
 
     * One session and connector for the process: connection pooling and keep-alive are where the throughput comes
-      from; ``limit`` bounds sockets overall and ``limit_per_host`` keeps one slow receiver from taking them all.
+      from; ``limit`` bounds sockets overall. Per receiver, a webhook's lane bounds its requests in flight (one with
+      ordering webhook, ``maxInFlight`` with entity/none), and a request needs a connection only while it is in
+      flight (idle ones are reused), so the lanes already cap connections per webhook; a per-host limit below
+      ``maxInFlight`` (aiohttp's ``limit_per_host``, 0 = none by default) would only queue requests the spec allows.
       Created on first use because aiohttp binds it to the running loop.
     * ``trust_env=False``, no proxy, no redirects, no cookie jar: a proxy would hide the real destination from the
       SSRF guard, a redirect would let a receiver point us anywhere, and cookies from one tenant's receiver must not
@@ -189,7 +192,7 @@ class AiohttpSender:
         resolver: AbstractResolver | None = None,
         user_agent: str = DEFAULT_USER_AGENT,
         limit: int = 256,
-        limit_per_host: int = 16,
+        limit_per_host: int = 0,
         max_response_body: int = 4096,
         max_drain_bytes: int = 64 * 1024,
         mask_margin: int = 1024,

@@ -1,8 +1,9 @@
 """The lane worker: next batch → attempt → record, one batch in flight per webhook.
 
 A worker task exists only while its lane has work, so ten thousand idle webhooks cost no tasks. A successful
-batch's completion commit is pipelined with the next request (``PipelinedCompletion``). Resume and skip take the
-same lock as an attempt, so they never race a request in flight; requeue only appends behind the queue.
+batch's completion commit is pipelined with the next request (``completion.PipelinedCompletion``). Resume and skip
+take the same lock as an attempt, so they never race a request in flight; requeue only appends behind the queue.
+With ``spec.delivery.ordering`` entity or none the lane is ``keyed_worker.KeyedLaneWorker`` instead.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 
 from webhook_operator.api.events import ChangeEvent
 from webhook_operator.delivery.attempt import AttemptPipeline, delivery_id, record
+from webhook_operator.delivery.completion import BACKOFF, PipelinedCompletion
 from webhook_operator.delivery.lane import Lane
 from webhook_operator.delivery.parsed import ParsedEvents
 from webhook_operator.delivery.related import FallbackPort
@@ -26,6 +28,7 @@ from webhook_operator.store.base import (
     AttemptOutcome,
     AttemptRecord,
     LaneStore,
+    LeaseLost,
     LogStore,
     QueuedEvent,
     StoreUnavailable,
@@ -36,10 +39,6 @@ log = logging.getLogger(__name__)
 #: Characters of a decode error kept in the delivery log line and the warning.
 _MAX_REASON = 300
 
-#: Pause before trying again after the store failed or a bug escaped an attempt: never a hot loop.
-BACKOFF = 1.0
-#: How long a shutdown waits for the last completion of a lane to commit.
-DRAIN_GRACE = 10.0
 #: Queue entries moved to the dead letters per commit (and per delivery-log line) by the queue limits.
 OVERDUE_PAGE = 1000
 
@@ -84,54 +83,6 @@ async def dead_letter(store: LaneStore, lane: Lane, entry: QueuedEvent, reason: 
     await asyncio.shield(store.skip(lane.key, [entry.qid], line))  # memory follows only what is stored
     lane.skipped([entry], now)
     log.warning("event %s for %s could not be decoded and was dead-lettered: %s", entry.event_id, lane.key, reason)
-
-
-class PipelinedCompletion:
-    """A lane's completion commit, pipelined with its next request: never two unconfirmed per lane, so a crash
-    repeats at most the batches of one round trip.
-
-    A write that fails is written again (every second) until it succeeds, in the background: that batch is already
-    out of the in-memory queue, so giving up — or waiting for a next batch that may never come — would let a
-    restart deliver it again behind newer events."""
-
-    def __init__(self, store: LaneStore, key: str) -> None:
-        self._store, self._key = store, key
-        self._pending: asyncio.Task[None] | None = None
-
-    def write(self, qids: list[int], line: AttemptRecord) -> None:
-        self._pending = asyncio.ensure_future(self._until_written(qids, line))
-
-    async def _until_written(self, qids: list[int], line: AttemptRecord) -> None:
-        while True:
-            try:
-                await self._store.complete(self._key, qids, line)
-                return
-            except StoreUnavailable as exc:
-                log.error("recording a delivery for %s failed: %s; writing it again in 1 s", self._key, exc)
-                await asyncio.sleep(BACKOFF)
-
-    async def confirm(self) -> None:
-        """Wait until the previous completion is committed."""
-        pending = self._pending
-        if pending is not None:
-            try:
-                if pending.done():
-                    pending.result()  # the common case on a busy lane: no wait, no shield to build
-                else:
-                    await asyncio.shield(pending)  # a stopping worker must not cancel the write
-            finally:
-                if pending.done():  # written, or failed for good (a bug): never wedge the lane on it
-                    self._pending = None
-
-    async def drain(self, grace: float = DRAIN_GRACE) -> None:
-        """At shutdown: give an unconfirmed completion ``grace`` seconds to commit, then give up on it (the batch
-        is then delivered again after the restart: at-least-once, never lost)."""
-        if self._pending is not None and not self._pending.done():
-            done, _ = await asyncio.wait({self._pending}, timeout=grace)
-            if not done:
-                self._pending.cancel()
-                log.error("a delivery of %s could not be recorded before shutdown; it will be sent again", self._key)
-        self._pending = None
 
 
 class LaneWorker:
@@ -192,6 +143,9 @@ class LaneWorker:
                             to = self._fallback_due()
                             if to is not None and not await asyncio.shield(self._hand_over(to)):
                                 return  # nothing moved (the store had none left): never a hot loop
+                    except LeaseLost as exc:
+                        self._lease_lost(exc)
+                        return
                     except StoreUnavailable as exc:
                         log.error("store unavailable while handing %s to its fallback: %s; retrying in 1 s",
                                   lane.key, exc)  # fmt: skip
@@ -218,8 +172,14 @@ class LaneWorker:
                             await lane.queue.page_in(self._store, lane.key)
                         continue
                     async with self._lock:
+                        if self.may_send is not None and not self.may_send(lane.key):  # work sharing
+                            raise LeaseLost(f"webhook {lane.key}: this replica no longer delivers it (lease "
+                                            "expired, lost or handed over)")  # fmt: skip
                         if lane.runnable and len(lane.queue):  # a skip or resume may have changed things
                             await self._deliver(lane.next_batch())
+                except LeaseLost as exc:
+                    self._lease_lost(exc)
+                    return
                 except StoreUnavailable as exc:
                     log.error("store unavailable while delivering for %s: %s; retrying in 1 s", lane.key, exc)
                     await asyncio.sleep(BACKOFF)
@@ -351,6 +311,8 @@ class LaneWorker:
                 self._limit_again = False
                 moved += await self.dead_letter_overdue(None)
                 again = self._limit_again and self.lane.over_cap
+        except LeaseLost as exc:
+            self._lease_lost(exc)
         except StoreUnavailable as exc:
             log.error("store unavailable while applying the queue limits of %s: %s", self.lane.key, exc)
         except Exception:  # a bug must not kill the lane; the next append or sweep tries again
@@ -376,7 +338,7 @@ class LaneWorker:
         moved = 0
         while True:
             entries = await self._store.overdue(lane.key, keep=keep, received_before=received_before,
-                                                protect=lane.retry.held_qids, limit=OVERDUE_PAGE)  # fmt: skip
+                                                protect=self._protected(), limit=OVERDUE_PAGE)  # fmt: skip
             if not entries:
                 break
             too_old = sum(1 for e in entries if received_before is not None and e.received_at < received_before)
@@ -394,6 +356,27 @@ class LaneWorker:
             self._changed()
         return moved
 
+    async def save_retry_state(self) -> None:
+        """Persist the lane's retry state after a change that is not an attempt (a reconfiguration resumed it)."""
+        await self._store.save_retry_state(self.lane.key, self.lane.retry)
+
+    def _protected(self) -> tuple[int, ...]:
+        """What the queue limits never move: the held batch (a parallel lane adds its batches in flight)."""
+        return self.lane.retry.held_qids
+
     def _changed(self) -> None:
         self._notify(self.lane)
         self.kick()
+
+    #: Work sharing (``sharing.manager``): told the webhook key when a lane write found the lease gone; asked
+    #: before every batch whether this replica may still send for the webhook.
+    on_lease_lost: Callable[[str], None] | None = None
+    may_send: Callable[[str], bool] | None = None
+
+    def _lease_lost(self, exc: LeaseLost) -> None:
+        """Another replica owns the webhook now: stop at once (nothing more is sent or written from here)."""
+        if not self._closed:
+            log.warning("lane %s stops: %s", self.lane.key, exc)
+        self._closed = True
+        if self.on_lease_lost is not None:
+            self.on_lease_lost(self.lane.key)

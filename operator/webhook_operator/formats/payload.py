@@ -95,6 +95,19 @@ class _Parts:
 
 
 _parts: OrderedDict[int, _Parts] = OrderedDict()
+#: ``compact_json`` of webhook names, the other per-body encoding: one per webhook, so this holds about one entry per
+#: registered webhook; bounded by clearing (an entry costs one encoding to rebuild).
+_names: dict[str, bytes] = {}
+_NAMES_SIZE = 20_000
+
+
+def _encoded_name(name: str) -> bytes:
+    encoded = _names.get(name)
+    if encoded is None:
+        if len(_names) >= _NAMES_SIZE:
+            _names.clear()
+        encoded = _names[name] = compact_json(name)
+    return encoded
 
 
 def _parts_of(event: ChangeEvent) -> _Parts:
@@ -117,7 +130,7 @@ def generic_body(events: Sequence[ChangeEvent], ctx: RenderContext) -> bytes:
     single = _single(events, ctx)
     if ctx.payload_shape is PayloadShape.OPENMETADATA_EVENT:
         return openmetadata_event_body(events[0])
-    name = compact_json(ctx.webhook_name)
+    name = _encoded_name(ctx.webhook_name)
     recipients = wants_recipients(ctx)
     bodies = []
     for event in events:

@@ -1,5 +1,5 @@
 """Kubernetes reads the operator needs besides kopf's watches: the API client, referenced Secrets (cached, kept
-fresh by the Secret watch), and the initial list of Webhooks that gates readiness.
+fresh by the Secret watch), and the initial list of Webhooks that gates delivery (not the intake).
 
 The official client is synchronous, so every call runs in a worker thread.
 """
@@ -161,6 +161,11 @@ async def apply(reconciler: Reconciler, body: Mapping[str, Any],
         raise kopf.TemporaryError(str(exc), delay=5) from exc
 
 
+#: Seconds one page of the Webhook list may take: an API server that stops answering (a partition) must fail the
+#: attempt, which start-up retries, instead of hanging the list forever.
+LIST_TIMEOUT = 30
+
+
 async def list_webhooks(api: k8s.ApiClient, namespaces: tuple[str, ...]) -> list[Resource]:
     custom = k8s.CustomObjectsApi(api)
 
@@ -170,7 +175,7 @@ async def list_webhooks(api: k8s.ApiClient, namespaces: tuple[str, ...]) -> list
         for namespace in scopes:
             token: str | None = None
             while True:
-                kwargs: dict[str, Any] = {"limit": 500}
+                kwargs: dict[str, Any] = {"limit": 500, "_request_timeout": LIST_TIMEOUT}
                 if token:
                     kwargs["_continue"] = token
                 if namespace is None:

@@ -15,9 +15,12 @@ import kopf
 from webhook_operator.config import OperatorConfig
 from webhook_operator.handlers import kube
 from webhook_operator.handlers.apiauth import KubernetesAuth
+from webhook_operator.handlers.replica_state import ReplicaDiffBaseStorage, ReplicaProgressStorage
 from webhook_operator.service import OperatorService
 
 ANNOTATION_PREFIX = "webhook-operator.events.open-metadata.org"
+#: Webhooks whose kopf handlers run at the same time (kopf's default is unbounded).
+KOPF_WORKER_LIMIT = 32
 
 
 def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
@@ -25,6 +28,9 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
+    if config.store == "postgres":  # several replicas: each handles every change itself (handlers.replica_state)
+        settings.persistence.progress_storage = ReplicaProgressStorage(prefix=ANNOTATION_PREFIX)
+        settings.persistence.diffbase_storage = ReplicaDiffBaseStorage(prefix=ANNOTATION_PREFIX)
     settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
     settings.posting.enabled = False
     settings.peering.standalone = True
@@ -34,7 +40,10 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
-    settings.batching.error_delays = (1, 2, 5, 10, 30)
+    settings.queueing.error_delays = (1, 2, 5, 10, 30)
+    # At most this many Webhooks handled at once: a start with 10,000 Webhooks otherwise runs 10,000 handler tasks
+    # together, which grows the process by gigabytes and stalls the event loop for seconds (lease renewals late).
+    settings.queueing.worker_limit = KOPF_WORKER_LIMIT
 
 
 @kopf.on.startup()
@@ -47,17 +56,22 @@ async def startup(
     memo.secret_cache = kube.SecretCache(api) if config.read_secrets else kube.NoSecretAccess()
     api_auth = KubernetesAuth(api) if config.api_auth == "kubernetes" else None  # else: the intake's tokens
     service = OperatorService(config, api=api, secrets=memo.secret_cache, api_auth=api_auth)
-    await service.start()
     try:
-        # Register every existing Webhook before the intake reports ready, so no accepted event misses a webhook
-        # that exists; kopf's resume handlers that follow find them registered and change nothing.
-        resources = await kube.list_webhooks(api, config.namespaces)
-        await service.initial_sync(resources)
+        # 1. The store (retried inside; the intake answers 503 until it is open), then the intake accepts.
+        await service.start()
+        memo.service = service
+        logger.info("store open; intake ready; reading the Webhook list")
+        # 2. The Webhook list, retried until the API server answers, while the intake already accepts (events are
+        # stored unrouted and routed in arrival order once every existing Webhook is registered). This handler
+        # waits for it on purpose: kopf starts its watches only when it returns, and kopf resolves the resources
+        # it watches once, at that start (scanning is disabled), and gives up after ~1 min of failed requests —
+        # started while the API server is away, it would exit, or miss the Webhook CRD for good if its discovery
+        # ran just before the CRD was served again. A successful list means the CRD is served.
+        await service.sync_webhooks(lambda: kube.list_webhooks(api, config.namespaces))
     except BaseException:
-        await service.stop()  # kopf retries start-up: free the ports and the store for the next attempt
+        memo.service = None
+        await service.stop()  # kopf retries start-up, or is shutting down (then no cleanup handler runs)
         raise
-    memo.service = service
-    logger.info("registered %d webhooks; intake ready", len(resources))
 
 
 @kopf.on.cleanup()

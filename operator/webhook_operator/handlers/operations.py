@@ -46,6 +46,12 @@ async def operation_requests(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None
     key = f"{meta['namespace']}/{meta['name']}"
     if not service.reconciler.known(key):  # kopf may run this before the registering handler: register now
         await kube.apply(service.reconciler, body)
+    if service.sharing is not None:  # several replicas: only the webhook's owner acts (docs/scale-out.md)
+        acts = service.sharing.leases.acts_on(key)
+        if acts is False:
+            return
+        if acts is None:
+            raise kopf.TemporaryError(f"{key} is being handed over to this replica", delay=2)
     managed = list(meta.get("managedFields") or [])
     handled = (body.get("status") or {}).get("handledAnnotations")
     await service.annotations.annotations_changed(

@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
 #: Bodies above this are parsed in a worker thread so that health probes and small posts keep being answered.
 _PARSE_INLINE_LIMIT = 256 * 1024
-_READ_CHUNK = 64 * 1024
 _LINGER_SECONDS = 2.0
 #: Headers of aiohttp's own HTTP errors worth keeping in the JSON version of the response.
 _KEPT_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After")
@@ -118,7 +117,7 @@ class EventIntake:
         if self.verifier is None:  # with a secret, verify() judges the signature headers (401)
             check_signature_format(request.headers)
         if not self.ready():
-            raise _unavailable("not ready: the operator is still loading Webhooks; retry shortly")
+            raise _unavailable("not ready: the operator is still opening its event store; retry shortly")
 
     async def expect(self, request: web.Request) -> web.StreamResponse | None:
         """``Expect: 100-continue``: refuse before the client uploads, or tell it to go on."""
@@ -136,16 +135,22 @@ class EventIntake:
         return None
 
     async def read_body(self, request: web.Request) -> bytes:
-        """The body, never more than ``max_body`` bytes of it (chunked bodies have no Content-Length to trust)."""
-        body = bytearray()
+        """The body, never more than ``max_body`` bytes of it (chunked bodies have no Content-Length to trust).
+
+        Reads whatever has arrived, piece by piece (``readany``; each piece is at most the stream's buffer), and
+        counts before keeping: a single-event post is one piece, returned without a copy (issue 12)."""
+        content = request.content
+        chunks: list[bytes] = []
+        size = 0
         try:
-            async for chunk in request.content.iter_chunked(_READ_CHUNK):
-                if len(body) + len(chunk) > self.max_body:
+            while chunk := await content.readany():
+                size += len(chunk)
+                if size > self.max_body:
                     raise IntakeError(413, f"body is larger than the limit of {self.max_body} bytes", close=True)
-                body += chunk
+                chunks.append(chunk)
         except (ClientPayloadError, HttpProcessingError) as exc:  # truncated or malformed chunked body
             raise IntakeError(400, f"body could not be read: {exc}", close=True) from None
-        return bytes(body)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def parse(self, body: bytes) -> ParsedPost:
         if len(body) <= _PARSE_INLINE_LIMIT:
@@ -158,7 +163,9 @@ class EventIntake:
         body = await self.read_body(request)
         if self.verifier is not None:
             self.verifier.verify(request.headers, body)
-        parsed = await self.parse(body)
+        # Inline for the usual small post (no coroutine around it); large ones in a thread, see ``parse``.
+        parsed = parse_events(body, max_events=self.max_events) if len(body) <= _PARSE_INLINE_LIMIT else (
+            await self.parse(body))  # fmt: skip
         if parsed.ping:
             log.info("destination test message from %s accepted (nothing stored)", request.remote)
             return web.json_response({"accepted": 0, "duplicates": 0, "queued": 0}, status=200)
@@ -170,9 +177,14 @@ class EventIntake:
         except StoreUnavailable as exc:
             log.error("refusing %d event(s): store unavailable: %s", len(parsed.events), exc)
             raise _unavailable("event store unavailable: nothing was accepted; retry shortly") from None
-        return web.json_response(
-            {"accepted": result.accepted, "duplicates": result.duplicates, "queued": result.queued}, status=202
-        )
+        return accepted_response(result.accepted, result.duplicates, result.queued)
+
+
+def accepted_response(accepted: int, duplicates: int, queued: int) -> web.Response:
+    """The 202: the bytes and headers ``web.json_response`` writes for these counts, without building a dict and
+    running ``json.dumps`` for every post (issue 12: ~2.9 µs instead of ~6.5 µs, once per post)."""
+    text = f'{{"accepted": {int(accepted)}, "duplicates": {int(duplicates)}, "queued": {int(queued)}}}'
+    return web.Response(text=text, status=202, content_type="application/json")
 
 
 def build_app(

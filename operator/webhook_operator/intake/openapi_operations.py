@@ -139,7 +139,11 @@ def operations_paths(www_authenticate: dict[str, Any], retry_after: dict[str, An
                 "Too many failed authentications or reviews from this client; retry after the given seconds.",
                 retry_after,
             ),
-            "503": error_response("The Kubernetes API could not be asked about the caller; retry.", retry_after),
+            "503": error_response(
+                "The Kubernetes API could not be asked about the caller, or (several operator "
+                "replicas) the Webhook is being handed over between them; retry.",
+                retry_after,
+            ),
         }
         return {status: texts[status] for status in statuses}
 

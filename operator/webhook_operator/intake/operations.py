@@ -38,7 +38,7 @@ from webhook_operator.api.operations import (
 )
 from webhook_operator.intake.auth import caller_of
 from webhook_operator.intake.errors import IntakeError
-from webhook_operator.store.base import AttemptOutcome, AttemptQuery, AttemptRecord
+from webhook_operator.store.base import AttemptOutcome, AttemptQuery, AttemptRecord, LeaseLost
 
 WEBHOOK_PATH = "/api/v1/namespaces/{namespace}/webhooks/{name}"
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
@@ -186,6 +186,10 @@ def parse_redeliver_body(data: Any, now: float) -> RedeliverRequest:
 
 
 Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: Work sharing (issue 15, ``sharing.forward``): ``(request, webhook key, body)`` → the owner replica's answer, or
+#: None when this replica owns the webhook and acts itself.
+Forward = Callable[[web.Request, str, bytes | None], Awaitable[web.StreamResponse | None]]
+RETRY_AFTER = {"Retry-After": "1"}
 
 
 def _operation(fn: Route) -> Route:
@@ -193,12 +197,23 @@ def _operation(fn: Route) -> Route:
         try:
             return await fn(request)
         except OperationError as exc:
-            raise IntakeError(exc.status, exc.message) from None
+            raise IntakeError(exc.status, exc.message, headers=RETRY_AFTER if exc.status == 503 else None) from None
+        except LeaseLost:  # the lease moved while acting: the new owner answers the retry
+            key = _key(request)
+            raise IntakeError(503, f"webhook {key} is being handed over between operator replicas; retry",
+                              headers=RETRY_AFTER) from None  # fmt: skip
 
     return wrapped
 
 
-def operation_routes(backend: OperationsBackend, *, clock: Callable[[], float] = time.time) -> list[web.RouteDef]:
+def operation_routes(backend: OperationsBackend, *, clock: Callable[[], float] = time.time,
+                     forward: Forward | None = None) -> list[web.RouteDef]:  # fmt: skip
+    """``forward``: with several replicas, test, resume, skip and redeliver act where the lane is (the delivery
+    log is read here, from the shared store)."""
+
+    async def elsewhere(request: web.Request, key: str, body: bytes | None = None) -> web.StreamResponse | None:
+        return await forward(request, key, body) if forward is not None else None
+
     async def deliveries(request: web.Request) -> web.Response:
         query = parse_query(request.query, clock())
         records = await backend.deliveries(_key(request), query)
@@ -208,19 +223,25 @@ def operation_routes(backend: OperationsBackend, *, clock: Callable[[], float] =
             "next": str(records[-1].id) if full and records and records[-1].id is not None else None,
         })  # fmt: skip
 
-    async def test(request: web.Request) -> web.Response:
+    async def test(request: web.Request) -> web.StreamResponse:
+        if (answer := await elsewhere(request, _key(request))) is not None:
+            return answer
         result = await backend.test(_key(request), caller_of(request).name, "http")
         return web.json_response(result_json(result))
 
-    async def resume(request: web.Request) -> web.Response:
+    async def resume(request: web.Request) -> web.StreamResponse:
+        if (answer := await elsewhere(request, _key(request))) is not None:
+            return answer
         message = await backend.resume(_key(request), caller_of(request).name)
         return web.json_response({"message": message})
 
-    async def skip(request: web.Request) -> web.Response:
+    async def skip(request: web.Request) -> web.StreamResponse:
+        if (answer := await elsewhere(request, _key(request))) is not None:
+            return answer
         skipped = await backend.skip(_key(request), caller_of(request).name)
         return web.json_response({"skipped": skipped, "message": f"skipped the held batch of {len(skipped)} event(s)"})
 
-    async def redeliver(request: web.Request) -> web.Response:
+    async def redeliver(request: web.Request) -> web.StreamResponse:
         if request.content_length is not None and request.content_length > MAX_REQUEST_BODY:
             raise IntakeError(413, f"body of {request.content_length} bytes is larger than the limit of "
                                    f"{MAX_REQUEST_BODY}")  # fmt: skip
@@ -237,6 +258,9 @@ def operation_routes(backend: OperationsBackend, *, clock: Callable[[], float] =
         caller = caller_of(request)
         if wanted.to and caller.authorize is not None:
             await caller.authorize("patch", request.match_info["namespace"], wanted.to)
+        lane = f"{request.match_info['namespace']}/{wanted.to}" if wanted.to else _key(request)  # the one requeued
+        if (answer := await elsewhere(request, lane, raw)) is not None:
+            return answer
         result = await backend.redeliver(_key(request), wanted, caller.name)
         message = f"{len(result.event_ids)} event(s) queued for redelivery to {result.target}"
         if result.filtered:

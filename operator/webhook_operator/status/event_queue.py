@@ -31,6 +31,8 @@ class EventQueue:
         self._wake = wake  # the background task posts what is queued on its next pass
         self._backlog: list[tuple[ObjectRef, str, str, str]] = []
         self._posting: set[asyncio.Task[bool]] = set()
+        #: Work sharing (issue 15): only the owner of a webhook posts its Events.
+        self.owns: Callable[[str], bool] | None = None
 
     def snapshot_changed(self, entry: Entry, previous: WebhookSnapshot | None, current: WebhookSnapshot) -> None:
         """Queue what a state change deserves (see ``events.transition_events``). The engine reports counter
@@ -51,7 +53,7 @@ class EventQueue:
             self.queue(entry, WARNING, Reason.CONFIGURATION_ERROR, error)
 
     def queue(self, entry: Entry, type_: str, reason: str, message: str) -> None:
-        if self._recorder is None:
+        if self._recorder is None or (self.owns is not None and not self.owns(entry.key)):
             return
         if len(self._backlog) >= MAX_BACKLOG:
             log.debug("event backlog full; dropping %s for %s", reason, entry.key)

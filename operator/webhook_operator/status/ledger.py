@@ -92,6 +92,11 @@ class Ledger:
         entry.operations += 1
         self._mark(entry)
 
+    def released(self, key: str) -> None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            entry.snapshot = None
+
     def forget(self, key: str) -> None:
         entry = self._entries.pop(key, None)
         self._sched.forget(key)

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from webhook_operator.status.entry import Write
 from webhook_operator.status.event_queue import EventQueue
 from webhook_operator.status.ledger import Ledger
 from webhook_operator.status.patcher import PatchClient
 from webhook_operator.status.schedule import PatchOutcome, Scheduler, TokenBucket
+from webhook_operator.store.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,9 @@ class Pump:
         self._on_gone = on_gone  # a 404: the webhook was deleted behind our back
         self._inflight: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
+        #: Work sharing (issue 15): only the webhooks this replica owns are written, each after the status claim.
+        self.owns: Callable[[str], bool] | None = None
+        self.claim: Callable[[str], Awaitable[bool]] | None = None
 
     def start(self) -> None:
         if self._runner is None:
@@ -119,8 +123,8 @@ class Pump:
     def _prepare(self, key: str, now: float) -> Write | None:
         """The write ``key`` needs, or None when there is nothing to send (accounted as unchanged)."""
         entry = self._ledger.get(key)
-        if entry is None:
-            self._sched.forget(key)
+        if entry is None or (self.owns is not None and not self.owns(key)):
+            self._sched.forget(key)  # another replica writes it (its next change here marks it again)
             return None
         status = entry.desired_status(self._wall())
         if status is None or entry.is_written(status):
@@ -140,7 +144,9 @@ class Pump:
 
     async def _write(self, write: Write) -> None:
         entry = write.entry
-        outcome = await self._client.send(write)
+        outcome = await self._claimed(entry.key)
+        if outcome is None:
+            outcome = await self._client.send(write)
         if outcome in (PatchOutcome.WRITTEN, PatchOutcome.REJECTED):
             # A rejected body is remembered too, so it is not resent until the status changes.
             entry.mark_written(write.status, write.signature)
@@ -155,6 +161,20 @@ class Pump:
         if task is not None:
             self._inflight.discard(task)
         self._doorbell.ring()
+
+    async def _claimed(self, key: str) -> PatchOutcome | None:
+        """None when this replica may write ``key``'s status (no work sharing, or the store confirms the lease);
+        otherwise how the write ends without a patch: RETRY when the store could not say."""
+        if self.claim is None:
+            return None
+        try:
+            held = await self.claim(key)
+        except StoreUnavailable:
+            return PatchOutcome.RETRY
+        if held:
+            return None
+        self._sched.forget(key)  # not ours (any more): the owner writes it
+        return PatchOutcome.UNCHANGED
 
     async def drain(self, deadline: float) -> None:
         """Write every pending status now (spacing and cap ignored, backoff respected) until done or ``deadline``

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from webhook_operator.api.outcomes import WebhookSnapshot
@@ -127,7 +127,18 @@ class StatusWriter:
         self._ledger.forget(key)
         self._client.forget(key)
 
+    def released(self, key: str) -> None:
+        """Work sharing: another replica delivers ``key`` now. Its last engine snapshot is dropped (what the
+        resource, the generation and the history say stays): the next owner's state is compared with nothing."""
+        self._ledger.released(key)
+
     # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    def share(self, owns: Callable[[str], bool], claim: Callable[[str], Awaitable[bool]]) -> None:
+        """Work sharing (issue 15): write a webhook's status and post its Events only while this replica owns it
+        (``owns``), and make the status claim (``claim``: the store confirms the lease) before each patch."""
+        self._pump.owns = self._events.owns = owns
+        self._pump.claim = claim
 
     async def start(self) -> None:
         self._pump.start()

@@ -17,6 +17,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from webhook_operator.store.lease_protocol import Fence as Fence
+from webhook_operator.store.lease_protocol import Lease as Lease
+from webhook_operator.store.lease_protocol import LeaseLost as LeaseLost
+from webhook_operator.store.lease_protocol import LeaseStore as LeaseStore
+from webhook_operator.store.lease_protocol import Replica as Replica
+from webhook_operator.store.unrouted import Routing, UnroutedStore
+
 
 class StoreUnavailable(RuntimeError):
     """The store cannot take writes (disk full, database gone). The intake answers 503; nothing is half-done."""
@@ -102,6 +109,8 @@ class EnqueueResult:
     seqs: list[int | None]
     #: The new queue entries per webhook, in queue order, so a dispatcher can deliver without reading them back.
     queued: dict[str, list[QueuedEvent]] = field(default_factory=dict)
+    #: The events were stored unrouted (``store.unrouted``): nothing is queued for them yet.
+    unrouted: bool = False
 
     @property
     def accepted(self) -> int:
@@ -140,6 +149,20 @@ class AttemptRecord:
 
 
 @dataclass(frozen=True)
+class KeyHold:
+    """One held batch of a webhook that delivers in parallel (``spec.delivery.ordering`` entity or none), with its
+    own retry schedule: ``key`` is the entity (ordering entity) or the batch (ordering none) it holds."""
+
+    key: str
+    qids: tuple[int, ...]
+    attempts: int = 0
+    next_attempt_at: float | None = None
+    last_failed_at: float | None = None
+    last_status_code: int | None = None
+    last_reason: str | None = None
+
+
+@dataclass(frozen=True)
 class RetryState:
     """The batch a webhook is holding and when it is tried again; persisted so a restart resumes it exactly.
 
@@ -156,6 +179,9 @@ class RetryState:
     #: While set, the webhook's fallback (``spec.fallback``, this ``namespace/name``) takes its events: set when it
     #: reached retryLimitReached or failed and its queue was handed over, cleared by resume or a successful test.
     fallback: str | None = None
+    #: Ordering entity/none: every held batch with its own schedule. Then ``held_qids`` is the union of their qids,
+    #: ``attempts`` the most of theirs, ``next_attempt_at`` the earliest, ``last_*`` the latest failure of any.
+    holds: tuple[KeyHold, ...] = ()
 
 
 @dataclass
@@ -192,10 +218,10 @@ class AttemptQuery:
 class IntakeStore(Protocol):
     """What the intake needs: accept events durably, once."""
 
-    async def enqueue(self, events: Sequence[RoutedEvent]) -> EnqueueResult:
-        """Durably accept events and queue them per webhook. An event id the store already holds (from an earlier
-        call or earlier in the same call) is accepted once; its repeats get ``None`` and queue nothing. Raises
-        ``StoreFull`` (taking nothing) while the store is over its space budget."""
+    async def enqueue(self, events: Sequence[RoutedEvent], *, routing: Routing = Routing.GIVEN) -> EnqueueResult:
+        """Durably accept events and queue them per webhook (or store them unrouted: ``routing``). An event id the
+        store already holds (from an earlier call or earlier in the same call, routed or not) is accepted once; its
+        repeats get ``None`` and queue nothing. Raises ``StoreFull`` (taking nothing) over the space budget."""
         ...
 
 
@@ -210,8 +236,11 @@ class LaneStore(Protocol):
         """Queued events of one webhook in order (used at start-up and to page a long backlog into memory)."""
         ...
 
-    async def complete(self, webhook: str, qids: Sequence[int], record: AttemptRecord) -> None:
-        """The batch was delivered: dequeue it, log the attempt, count it, clear retry state — one commit."""
+    async def complete(self, webhook: str, qids: Sequence[int], record: AttemptRecord,
+                       retry: RetryState | None = None) -> None:  # fmt: skip
+        """The batch was delivered: dequeue it, log the attempt, count it, clear retry state — one commit. With
+        ``retry`` (a lane delivering in parallel, where other batches are still held) save that instead of
+        clearing."""
         ...
 
     async def fail(self, webhook: str, record: AttemptRecord, retry: RetryState) -> None:
@@ -317,5 +346,5 @@ class MaintenanceStore(Protocol):
         ...
 
 
-class Store(IntakeStore, LaneStore, LogStore, MaintenanceStore, Protocol):
+class Store(IntakeStore, LaneStore, LogStore, MaintenanceStore, LeaseStore, UnroutedStore, Protocol):
     """Everything a backend implements; callers that need one role should ask for that role's protocol."""

@@ -41,6 +41,9 @@ from webhook_operator.store.base import (
     StoreUnavailable,
     StoreUsage,
 )
+from webhook_operator.store.memory_leases import LeaseBook, MemoryLeases
+from webhook_operator.store.unrouted import Routing, parks
+from webhook_operator.store.unrouted_memory import MemoryUnrouted
 
 _LOGGED_AS_DELIVERED = frozenset({AttemptOutcome.DELIVERED, AttemptOutcome.SKIPPED})
 
@@ -89,12 +92,20 @@ class _MemoryState:
         self._log: list[AttemptRecord] = []  # in id order
         # AUTOINCREMENT: numbers are never reused, not even after prune or purge removed the highest.
         self._seqs, self._qids, self._attempt_ids = count(1), count(1), count(1)
+        self.unrouted_seqs: dict[int, None] = {}  # events accepted unrouted, in seq order (``unrouted_memory``)
+        self.lease_book = LeaseBook()  # replicas, leases and the fence (``store.memory_leases``)
 
     def _writable(self) -> None:
         if not self._open:
             raise StoreUnavailable("store is not open")
         if self.fail_writes:
             raise StoreUnavailable("simulated outage: writes fail")
+
+    def _fenced(self, webhook: str) -> None:
+        """A lane write's first step once writable: raise ``LeaseLost`` (changing nothing) if a fence is set and
+        ``webhook``'s lease is no longer the fence's."""
+        self._writable()
+        self.lease_book.check(self._clock(), webhook)
 
     def _readable(self) -> None:
         if not self._open:
@@ -153,6 +164,7 @@ class _MemoryMaintenance(_MemoryState):
         self._log = [r for r in self._log if r.started_at >= older_than]
         self.dead_letters = [d for d in self.dead_letters if d.skipped_at >= older_than]
         kept = {seq for queue in self._queues.values() for seq in queue.values()} | {d.seq for d in self.dead_letters}
+        kept.update(self.unrouted_seqs)  # an unrouted event is kept like a queued one
         doomed = [e.event_id for e in self._events.values() if e.received_at < older_than and e.seq not in kept]
         for event_id in doomed:
             self._forget_event(event_id)
@@ -175,11 +187,12 @@ class _MemoryMaintenance(_MemoryState):
 
 
 class _MemoryIntake(_MemoryState):
-    async def enqueue(self, events: Sequence[RoutedEvent]) -> EnqueueResult:
+    async def enqueue(self, events: Sequence[RoutedEvent], *, routing: Routing = Routing.GIVEN) -> EnqueueResult:
         self._writable()
         if self._usage().over:
             raise StoreFull(self._usage())
         now = self._clock()
+        park = parks(routing, bool(self.unrouted_seqs))
         seqs: list[int | None] = []
         queued: dict[str, list[QueuedEvent]] = {}
         for event in events:
@@ -190,11 +203,14 @@ class _MemoryIntake(_MemoryState):
             seqs.append(seq)
             self._events[event.event_id] = self._by_seq[seq] = QueuedEvent(0, seq, event.event_id, event.body, now)
             self._bytes += len(event.body) + len(event.event_id)
+            if park:
+                self.unrouted_seqs[seq] = None
+                continue
             for webhook in event.webhooks:
                 qid = self._queue(webhook, seq)
                 queued.setdefault(webhook, []).append(QueuedEvent(qid, seq, event.event_id, event.body, now))
         await asyncio.sleep(0)
-        return EnqueueResult(seqs, queued)
+        return EnqueueResult(seqs, queued, unrouted=park)
 
 
 class _MemoryLanes(_MemoryState):
@@ -213,19 +229,20 @@ class _MemoryLanes(_MemoryState):
         )
         return _take(entries, limit)
 
-    async def complete(self, webhook: str, qids: Sequence[int], record: AttemptRecord) -> None:
-        self._writable()
+    async def complete(self, webhook: str, qids: Sequence[int], record: AttemptRecord,
+                       retry: RetryState | None = None) -> None:  # fmt: skip
+        self._fenced(webhook)
         self._dequeue(qids)
         self._append_log(record)
         row = self._row(webhook)
         # As SQLite: counts the qids given (not how many were still queued) and clears any retry state.
         row.counters.delivered += len(qids)
         row.counters.last_success_at = record.started_at + record.duration_ms / 1000
-        row.retry = None
+        row.retry = retry  # None clears; a parallel lane passes what its other keys still hold
         await asyncio.sleep(0)
 
     async def fail(self, webhook: str, record: AttemptRecord, retry: RetryState) -> None:
-        self._writable()
+        self._fenced(webhook)
         self._append_log(record)
         row = self._row(webhook)
         row.counters.failed += 1  # one per failed attempt, not per event
@@ -233,12 +250,12 @@ class _MemoryLanes(_MemoryState):
         await asyncio.sleep(0)
 
     async def save_retry_state(self, webhook: str, retry: RetryState) -> None:
-        self._writable()
+        self._fenced(webhook)
         self._row(webhook).retry = retry
         await asyncio.sleep(0)
 
     async def skip(self, webhook: str, qids: Sequence[int], record: AttemptRecord) -> None:
-        self._writable()
+        self._fenced(webhook)
         attempt_id = self._append_log(record)
         self._to_dead_letters(qids, record.started_at, attempt_id)
         self._row(webhook).retry = None  # counters untouched: a skip is neither a delivery nor a failure
@@ -259,7 +276,7 @@ class _MemoryLanes(_MemoryState):
         return _take(picked, limit)
 
     async def dead_letter(self, webhook: str, qids: Sequence[int], record: AttemptRecord) -> None:
-        self._writable()
+        self._fenced(webhook)
         attempt_id = self._append_log(record)
         self._to_dead_letters(qids, record.started_at, attempt_id)
         self._row(webhook)  # the webhook is known to the store from now on, as in SQLite; retry state untouched
@@ -267,7 +284,7 @@ class _MemoryLanes(_MemoryState):
 
     async def hand_over(self, webhook: str, to: str, first: Sequence[int], line: AttemptRecord,
                         to_line: AttemptRecord, retry: RetryState) -> list[QueuedEvent]:  # fmt: skip
-        self._writable()
+        self._fenced(webhook)  # only the source's lease: ``to`` may be another replica's
         queue = self._queues.get(webhook, {})
         leading = [qid for qid in dict.fromkeys(first) if qid in queue]
         order = leading + [qid for qid in queue if qid not in set(leading)]
@@ -282,7 +299,7 @@ class _MemoryLanes(_MemoryState):
         return entries
 
     async def requeue(self, webhook: str, event_ids: Sequence[str], record: AttemptRecord) -> list[QueuedEvent]:
-        self._writable()
+        self._fenced(webhook)
         entries = []
         for event_id in event_ids:  # the caller's order; a repeated id queues again, as in SQLite
             event = self._events.get(event_id)
@@ -346,7 +363,7 @@ class _MemoryLog(_MemoryState):
         return _take((e for e in self._events.values() if low <= e.received_at < high and e.event_id in logged), limit)
 
 
-class MemoryStore(_MemoryIntake, _MemoryLanes, _MemoryLog, _MemoryMaintenance):
+class MemoryStore(_MemoryIntake, _MemoryLanes, _MemoryLog, _MemoryMaintenance, MemoryLeases, MemoryUnrouted):
     """Store protocol in dictionaries. ``clock`` stamps accepted events (tests pin it).
 
     Set ``fail_writes`` (or ``fail_reads``) to make every write (read) raise ``StoreUnavailable`` without changing

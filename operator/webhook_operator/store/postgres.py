@@ -33,6 +33,7 @@ from webhook_operator.store.base import (
 )
 from webhook_operator.store.codec import attempt_filters, retry_from_json, retry_to_json
 from webhook_operator.store.postgres_intake import PgIntake
+from webhook_operator.store.postgres_leases import PgFencing, PgLeases
 from webhook_operator.store.postgres_pool import PgBase
 from webhook_operator.store.postgres_schema import (
     ATTEMPT_COLUMNS,
@@ -44,6 +45,7 @@ from webhook_operator.store.postgres_schema import (
     record_row,
     texts,
 )
+from webhook_operator.store.unrouted_postgres import PgUnrouted
 
 # Queue entries -> dead letters with their log line, in one statement ($1-$11 the record, $12 the qids); the
 # final INSERT makes the webhook known to the store (SQLite's upsert), ``{on_conflict}`` says what else it does.
@@ -101,7 +103,8 @@ class _PgMaintenance(PgBase):
                 "WITH d AS (DELETE FROM events WHERE seq = ANY(ARRAY(SELECT e.seq FROM events e"
                 " WHERE e.received_at < $1"
                 " AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.seq = e.seq)"
-                " AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.seq = e.seq) LIMIT $2))"
+                " AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.seq = e.seq)"
+                " AND NOT EXISTS (SELECT 1 FROM unrouted u WHERE u.seq = e.seq) LIMIT $2))"
                 " RETURNING octet_length(body) + octet_length(event_id) AS n),"
                 " u AS (UPDATE store_stats SET event_bytes = event_bytes - (SELECT COALESCE(SUM(n), 0) FROM d))"
                 " SELECT COUNT(*) FROM d",
@@ -136,7 +139,7 @@ class _PgMaintenance(PgBase):
         return [r[0] for r in rows]
 
 
-class _PgLanes(PgBase):
+class _PgLanes(PgFencing):
     async def lane_state(self, webhook: str) -> LaneState:
         # One statement, so one snapshot: retry, counters and queue length from the same commit.
         row = await self._db.run(
@@ -162,20 +165,25 @@ class _PgLanes(PgBase):
         )  # fmt: skip
         return [event_from_row(tuple(r)[1:], qid=r[0]) for r in rows]
 
-    async def complete(self, webhook: str, qids: Sequence[int], record: AttemptRecord) -> None:
-        await self._db.run(
+    async def complete(self, webhook: str, qids: Sequence[int], record: AttemptRecord,
+                       retry: RetryState | None = None) -> None:  # fmt: skip
+        retry_json = retry_to_json(retry) if retry is not None else None  # None clears (NULL)
+        await self._lane_write(
+            webhook,
             lambda conn: conn.execute(
                 "WITH d AS (DELETE FROM queue WHERE qid = ANY($12::bigint[])), a AS (" + INSERT_ATTEMPT + ") "
-                "INSERT INTO webhooks(webhook, delivered, last_success_at) VALUES ($13, $14, $15) "
+                "INSERT INTO webhooks(webhook, delivered, last_success_at, retry) VALUES ($13, $14, $15, $16::jsonb) "
                 "ON CONFLICT (webhook) DO UPDATE SET delivered = webhooks.delivered + EXCLUDED.delivered,"
-                " last_success_at = EXCLUDED.last_success_at, retry = NULL",
+                " last_success_at = EXCLUDED.last_success_at, retry = EXCLUDED.retry",
                 *record_row(record), list(qids), webhook, len(qids), record.started_at + record.duration_ms / 1000,
+                retry_json,
             ),
             "complete",
         )  # fmt: skip
 
     async def fail(self, webhook: str, record: AttemptRecord, retry: RetryState) -> None:
-        await self._db.run(
+        await self._lane_write(
+            webhook,
             lambda conn: conn.execute(
                 "WITH a AS (" + INSERT_ATTEMPT + ") INSERT INTO webhooks(webhook, failed, retry) "
                 "VALUES ($12, 1, $13::jsonb) ON CONFLICT (webhook) DO UPDATE SET failed = webhooks.failed + 1,"
@@ -186,7 +194,8 @@ class _PgLanes(PgBase):
         )  # fmt: skip
 
     async def save_retry_state(self, webhook: str, retry: RetryState) -> None:
-        await self._db.run(
+        await self._lane_write(
+            webhook,
             lambda conn: conn.execute(
                 "INSERT INTO webhooks(webhook, retry) VALUES ($1, $2::jsonb) "
                 "ON CONFLICT (webhook) DO UPDATE SET retry = EXCLUDED.retry",
@@ -197,11 +206,15 @@ class _PgLanes(PgBase):
 
     async def skip(self, webhook: str, qids: Sequence[int], record: AttemptRecord) -> None:
         sql = _DEAD_LETTER.format(on_conflict="DO UPDATE SET retry = NULL")
-        await self._db.run(lambda conn: conn.execute(sql, *record_row(record), list(qids), webhook), "skip")
+        await self._lane_write(
+            webhook, lambda conn: conn.execute(sql, *record_row(record), list(qids), webhook), "skip"
+        )
 
     async def dead_letter(self, webhook: str, qids: Sequence[int], record: AttemptRecord) -> None:
         sql = _DEAD_LETTER.format(on_conflict="DO NOTHING")
-        await self._db.run(lambda conn: conn.execute(sql, *record_row(record), list(qids), webhook), "dead-letter")
+        await self._lane_write(
+            webhook, lambda conn: conn.execute(sql, *record_row(record), list(qids), webhook), "dead-letter"
+        )
 
     async def overdue(self, webhook: str, *, keep: int | None, received_before: float | None,
                       protect: Sequence[int] = (), limit: int = 1000) -> list[QueuedEvent]:  # fmt: skip
@@ -233,6 +246,7 @@ class _PgLanes(PgBase):
     async def hand_over(self, webhook: str, to: str, first: Sequence[int], line: AttemptRecord,
                         to_line: AttemptRecord, retry: RetryState) -> list[QueuedEvent]:  # fmt: skip
         async def op(conn: Any) -> list[QueuedEvent]:
+            await self._guard(conn, webhook)  # only the source's lease: ``to`` may be another replica's
             rows = await conn.fetch(
                 f"DELETE FROM queue q USING events e WHERE e.seq = q.seq AND q.webhook = $1 "
                 f"RETURNING q.qid, {EVENT_COLUMNS}",
@@ -242,6 +256,7 @@ class _PgLanes(PgBase):
             ordered = sorted(rows, key=lambda r: (r[0] not in leading, r[0]))
             entries: list[QueuedEvent] = []
             if ordered:
+                self._db.touch([to])
                 qids = await _append_to_queue(conn, to, [r[1] for r in ordered])
                 for row, qid in zip(ordered, qids, strict=True):
                     entries.append(event_from_row(tuple(row)[1:], qid=qid))
@@ -259,6 +274,7 @@ class _PgLanes(PgBase):
 
     async def requeue(self, webhook: str, event_ids: Sequence[str], record: AttemptRecord) -> list[QueuedEvent]:
         async def op(conn: Any) -> list[QueuedEvent]:
+            await self._guard(conn, webhook)
             found = await conn.fetch(
                 f"SELECT {EVENT_COLUMNS} FROM unnest($1::text[]) WITH ORDINALITY t(id, o) "
                 "JOIN events e ON e.event_id = t.id ORDER BY t.o",
@@ -266,6 +282,7 @@ class _PgLanes(PgBase):
             )
             entries: list[QueuedEvent] = []
             if found:
+                self._db.touch([webhook])
                 qids = await _append_to_queue(conn, webhook, [r[0] for r in found])
                 for row, qid in zip(found, qids, strict=True):
                     entries.append(event_from_row(row, qid=qid))
@@ -344,7 +361,7 @@ class _PgLog(PgBase):
         return [event_from_row(r) for r in rows]
 
 
-class PostgresStore(PgIntake, _PgLanes, _PgLog, _PgMaintenance):
+class PostgresStore(PgIntake, _PgLanes, _PgLog, _PgMaintenance, PgUnrouted, PgLeases):
     """Store protocol on a PostgreSQL database, shareable by several operator replicas. ``dsn`` is a libpq URL or
     keyword string (its password never appears in a message); ``clock`` stamps accepted events (tests pin it)."""
 

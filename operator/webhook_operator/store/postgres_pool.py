@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -23,12 +24,14 @@ import asyncpg  # type: ignore[import-untyped]
 
 from webhook_operator.store.base import (
     EnqueueResult,
+    Fence,
     RoutedEvent,
     SpaceBudget,
     StoreFull,
     StoreUnavailable,
     StoreUsage,
 )
+from webhook_operator.store.postgres_notify import CHANNEL, Callback, QueueWatcher, connect_listener, payload
 from webhook_operator.store.postgres_schema import (
     QUEUE_LOCK,
     dsn_password,
@@ -38,9 +41,25 @@ from webhook_operator.store.postgres_schema import (
     scrub,
     unavailable,
 )
+from webhook_operator.store.unrouted import Routing
 
 T = TypeVar("T")
 _Op = Callable[[Any], Awaitable[Any]]
+
+
+class _PoolFloorWithoutTraceback(logging.Filter):
+    """asyncpg (0.32) logs every failed attempt to restore the pool's minimum connections as a WARNING with a full
+    traceback: while the database is down, one traceback per replica every few seconds, for an outage the store
+    already reports (``StoreUnavailable``, the intake's 503). Keep the line, name the cause, drop the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"{record.getMessage()} ({type(record.exc_info[1]).__name__})"
+            record.args, record.exc_info, record.exc_text = None, None, None
+        return True
+
+
+logging.getLogger("asyncpg.pool").addFilter(_PoolFloorWithoutTraceback())
 
 
 class Pool:
@@ -63,6 +82,8 @@ class Pool:
         self._busy = False
         self.commits = 0  # ordered group commits so far (tests and benchmarks)
         self.migrated: list[int] = []  # migrations this process applied at open
+        self._touched: set[str] = set()  # webhooks the running group commit queued entries for (NOTIFY)
+        self._watcher: QueueWatcher | None = None  # LISTEN for other replicas' queue changes (``watch``)
 
     def _error(self, exc: BaseException, what: str) -> StoreUnavailable:
         return unavailable(exc, what, self._password)
@@ -92,6 +113,9 @@ class Pool:
             self._pool = None
 
     async def close(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            await watcher.close()
         if self._flusher is not None:
             while self._pending or self._busy:  # noqa: ASYNC110 - shutdown only: let queued writes commit
                 await asyncio.sleep(0.001)
@@ -146,6 +170,18 @@ class Pool:
 
         return await self.run(op, what)
 
+    def touch(self, webhooks: Iterable[str]) -> None:
+        """An ordered call added queue entries for ``webhooks``: its group commit will notify other replicas."""
+        self._touched.update(webhooks)
+
+    async def watch(self, callback: Callback) -> None:
+        """Call ``callback`` with the webhooks other replicas' commits queued entries for (``postgres_notify``)."""
+        if self._pool is None:
+            raise StoreUnavailable("store is not open")
+        if self._watcher is None:
+            self._watcher = QueueWatcher(lambda: connect_listener(self._dsn, self._timeout))
+        await self._watcher.add(callback)
+
     async def ordered(self, fn: Callable[[Any], Awaitable[T]]) -> T:
         """Queue ``fn`` for the next ordered group commit (calls that create queue entries)."""
         if self._wakeup is None:
@@ -184,6 +220,7 @@ class Pool:
     async def _run_batch(self, ops: list[_Op]) -> list[tuple[bool, Any]]:
         async def group(conn: Any) -> list[tuple[bool, Any]]:
             results: list[tuple[bool, Any]] = []
+            self._touched = set()
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", QUEUE_LOCK)
                 for op in ops:
@@ -196,6 +233,8 @@ class Pool:
                         if is_unavailable(exc):
                             exc = self._error(exc, "write")
                         results.append((False, exc))
+                if self._touched:  # one notification per commit, delivered only if it commits
+                    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload(self._touched))
             return results
 
         async with self._connection() as conn:
@@ -233,6 +272,7 @@ class EnqueueCall:
     events: Sequence[RoutedEvent]
     received_at: float
     result: EnqueueResult | None = None
+    routing: Routing = Routing.GIVEN
 
 
 @dataclass
@@ -257,6 +297,7 @@ class PgBase:
             budget = SpaceBudget(max_bytes=max_bytes)
         self._budget = Budget(budget)
         self._drain: EnqueueDrain | None = None  # the enqueue drain new calls join, until it starts
+        self._fence: Fence | None = None  # lane writes are checked against it (``postgres_leases``)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._db.masked_dsn})"

@@ -19,6 +19,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import asyncpg  # type: ignore[import-untyped]
 
 from webhook_operator.store.base import AttemptOutcome, AttemptRecord, QueuedEvent, StoreUnavailable
+from webhook_operator.store.unrouted import POSTGRES_MIGRATION as UNROUTED_MIGRATION
 
 #: Key of the session advisory lock held while migrations run (any constant; "wo-migr" in ASCII).
 MIGRATION_LOCK = 0x776F2D6D696772
@@ -86,6 +87,40 @@ MIGRATIONS: tuple[str, ...] = (
     );
     INSERT INTO store_stats(id, event_bytes) VALUES (1, 0);
     """,
+    # 2: work sharing between replicas (issue 15; ``store.postgres_leases``). Times are the database server's
+    # clock. ``token`` is UNIQUE on purpose: that makes it a key column, so a takeover (which sets a new token)
+    # takes a FOR UPDATE row lock and waits for the FOR KEY SHARE lock a fenced lane write holds on the row until
+    # it commits, while a renewal or a release (which leave the token alone) never waits for lane writes.
+    """
+    CREATE TABLE replicas (
+        replica_id TEXT PRIMARY KEY,
+        heartbeat_at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL,
+        address TEXT
+    );
+    CREATE SEQUENCE lease_tokens;
+    CREATE TABLE leases (
+        webhook TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        token BIGINT NOT NULL UNIQUE,
+        expires_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX leases_owner ON leases(owner);
+    -- The fence check of a one-statement lane write (``postgres_leases.fenced_sql``): lock the lease row FOR KEY
+    -- SHARE until commit if it is still the writer's and live, else fail the whole statement (SQLSTATE WO001).
+    CREATE FUNCTION webhook_operator_fence(p_webhook TEXT, p_owner TEXT, p_token BIGINT) RETURNS BOOLEAN
+    LANGUAGE plpgsql VOLATILE AS $$
+    BEGIN
+        PERFORM 1 FROM leases WHERE webhook = p_webhook AND owner = p_owner AND token = p_token
+            AND expires_at > extract(epoch from clock_timestamp())::float8 FOR KEY SHARE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'lease of % lost', p_webhook USING ERRCODE = 'WO001';
+        END IF;
+        RETURN TRUE;
+    END $$;
+    """,
+    # 3: events accepted unrouted while the Webhook list was not known (issue 15, intake availability).
+    UNROUTED_MIGRATION,
 )
 
 MIGRATIONS_TABLE = """

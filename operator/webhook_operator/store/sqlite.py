@@ -17,12 +17,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from webhook_operator.store import unrouted_sqlite
 from webhook_operator.store.base import (
     AttemptOutcome,
     AttemptQuery,
     AttemptRecord,
     Counters,
     EnqueueResult,
+    Fence,
     IntakeStore,
     LaneState,
     LaneStore,
@@ -38,6 +40,7 @@ from webhook_operator.store.base import (
 from webhook_operator.store.budget import Budget
 from webhook_operator.store.codec import attempt_filters, retry_from_json, retry_to_json
 from webhook_operator.store.sqlite_commit import GroupCommit
+from webhook_operator.store.sqlite_leases import SqliteLeases, lane_write
 from webhook_operator.store.sqlite_schema import (
     INSERT_ATTEMPT,
     SCHEMA,
@@ -48,6 +51,8 @@ from webhook_operator.store.sqlite_schema import (
     record_row,
     to_dead_letters,
 )
+from webhook_operator.store.unrouted import Routing, parks
+from webhook_operator.store.unrouted_sqlite import SqliteUnrouted
 
 _EVENT_COLUMNS = "e.seq, e.event_id, e.body, e.received_at"
 
@@ -66,6 +71,7 @@ class _SqliteBase:
         if budget is None and max_bytes is not None:
             budget = SpaceBudget(max_bytes=max_bytes)
         self._budget = Budget(self.path, budget, clock)  # touched on the writer thread only
+        self._fence: Fence | None = None  # lane writes are checked against it (``sqlite_leases``)
 
 
 class _SqliteMaintenance(_SqliteBase):
@@ -81,7 +87,7 @@ class _SqliteMaintenance(_SqliteBase):
             conn.execute("DELETE FROM dead_letters WHERE skipped_at < ?", (older_than,))
             removed = conn.execute(
                 "DELETE FROM events WHERE received_at < ? AND seq NOT IN (SELECT seq FROM queue)"
-                " AND seq NOT IN (SELECT seq FROM dead_letters)",
+                " AND seq NOT IN (SELECT seq FROM dead_letters) AND seq NOT IN (SELECT seq FROM unrouted)",
                 (older_than,),
             ).rowcount
             return int(removed)
@@ -106,11 +112,12 @@ class _SqliteMaintenance(_SqliteBase):
 
 
 class _SqliteIntake(_SqliteBase):
-    async def enqueue(self, events: Sequence[RoutedEvent]) -> EnqueueResult:
+    async def enqueue(self, events: Sequence[RoutedEvent], *, routing: Routing = Routing.GIVEN) -> EnqueueResult:
         now = self._clock()
 
         def op(conn: sqlite3.Connection) -> EnqueueResult:
             self._budget.check(conn, sum(len(e.body) + len(e.event_id) for e in events))
+            park = parks(routing, routing is Routing.BEHIND_UNROUTED and unrouted_sqlite.waiting(conn))
             seqs: list[int | None] = []
             queued: dict[str, list[QueuedEvent]] = {}
             for event in events:
@@ -123,12 +130,15 @@ class _SqliteIntake(_SqliteBase):
                     continue
                 seq = int(cur.lastrowid or 0)
                 seqs.append(seq)
+                if park:
+                    unrouted_sqlite.park(conn, seq)
+                    continue
                 for webhook in event.webhooks:
                     qcur = conn.execute("INSERT INTO queue(webhook, seq) VALUES (?,?)", (webhook, seq))
                     queued.setdefault(webhook, []).append(
                         QueuedEvent(int(qcur.lastrowid or 0), seq, event.event_id, event.body, now)
                     )
-            return EnqueueResult(seqs, queued)
+            return EnqueueResult(seqs, queued, unrouted=park)
 
         return await self._db.write(op)
 
@@ -161,17 +171,20 @@ class _SqliteLanes(_SqliteBase):
 
         return await self._db.read(fn)
 
-    async def complete(self, webhook: str, qids: Sequence[int], record: AttemptRecord) -> None:
+    async def complete(self, webhook: str, qids: Sequence[int], record: AttemptRecord,
+                       retry: RetryState | None = None) -> None:  # fmt: skip
+        retry_json = retry_to_json(retry) if retry is not None else None  # None clears (NULL)
+
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(f"DELETE FROM queue WHERE qid IN ({qmarks(len(qids))})", list(qids))
             conn.execute(INSERT_ATTEMPT, record_row(record))
             conn.execute(UPSERT_WEBHOOK, (webhook,))
             conn.execute(
-                "UPDATE webhooks SET delivered = delivered + ?, last_success_at = ?, retry = NULL WHERE webhook = ?",
-                (len(qids), record.started_at + record.duration_ms / 1000, webhook),
+                "UPDATE webhooks SET delivered = delivered + ?, last_success_at = ?, retry = ? WHERE webhook = ?",
+                (len(qids), record.started_at + record.duration_ms / 1000, retry_json, webhook),
             )
 
-        await self._db.write(op, durable=False)
+        await lane_write(self, webhook, op, durable=False)
 
     async def fail(self, webhook: str, record: AttemptRecord, retry: RetryState) -> None:
         def op(conn: sqlite3.Connection) -> None:
@@ -181,21 +194,21 @@ class _SqliteLanes(_SqliteBase):
                 "UPDATE webhooks SET failed = failed + 1, retry = ? WHERE webhook = ?", (retry_to_json(retry), webhook)
             )
 
-        await self._db.write(op, durable=False)
+        await lane_write(self, webhook, op, durable=False)
 
     async def save_retry_state(self, webhook: str, retry: RetryState) -> None:
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(UPSERT_WEBHOOK, (webhook,))
             conn.execute("UPDATE webhooks SET retry = ? WHERE webhook = ?", (retry_to_json(retry), webhook))
 
-        await self._db.write(op)
+        await lane_write(self, webhook, op)
 
     async def skip(self, webhook: str, qids: Sequence[int], record: AttemptRecord) -> None:
         def op(conn: sqlite3.Connection) -> None:
             to_dead_letters(conn, webhook, qids, record)
             conn.execute("UPDATE webhooks SET retry = NULL WHERE webhook = ?", (webhook,))
 
-        await self._db.write(op)
+        await lane_write(self, webhook, op)
 
     async def overdue(self, webhook: str, *, keep: int | None, received_before: float | None,
                       protect: Sequence[int] = (), limit: int = 1000) -> list[QueuedEvent]:  # fmt: skip
@@ -222,7 +235,7 @@ class _SqliteLanes(_SqliteBase):
         return await self._db.read(fn)
 
     async def dead_letter(self, webhook: str, qids: Sequence[int], record: AttemptRecord) -> None:
-        await self._db.write(lambda conn: to_dead_letters(conn, webhook, qids, record))
+        await lane_write(self, webhook, lambda conn: to_dead_letters(conn, webhook, qids, record))
 
     async def hand_over(self, webhook: str, to: str, first: Sequence[int], line: AttemptRecord,
                         to_line: AttemptRecord, retry: RetryState) -> list[QueuedEvent]:  # fmt: skip
@@ -245,7 +258,7 @@ class _SqliteLanes(_SqliteBase):
             conn.execute("UPDATE webhooks SET retry = ? WHERE webhook = ?", (retry_to_json(retry), webhook))
             return entries
 
-        return await self._db.write(op)
+        return await lane_write(self, webhook, op)  # the source's lease only
 
     async def requeue(self, webhook: str, event_ids: Sequence[str], record: AttemptRecord) -> list[QueuedEvent]:
         def op(conn: sqlite3.Connection) -> list[QueuedEvent]:
@@ -261,7 +274,7 @@ class _SqliteLanes(_SqliteBase):
             conn.execute(INSERT_ATTEMPT, record_row(record))
             return entries
 
-        return await self._db.write(op)
+        return await lane_write(self, webhook, op)
 
 
 class _SqliteLog(_SqliteBase):
@@ -350,7 +363,7 @@ class _SqliteLog(_SqliteBase):
         return await self._db.read(fn)
 
 
-class SqliteStore(_SqliteIntake, _SqliteLanes, _SqliteLog, _SqliteMaintenance):
+class SqliteStore(_SqliteIntake, _SqliteLanes, _SqliteLog, _SqliteMaintenance, SqliteUnrouted, SqliteLeases):
     """Store protocol on one SQLite file. ``synchronous=FULL`` (default) makes every commit survive power loss;
     ``NORMAL`` survives process crashes only and is faster. ``clock`` stamps accepted events (tests pin it)."""
 

@@ -14,8 +14,11 @@ from typing import Any
 
 from webhook_operator.store.base import AttemptOutcome, AttemptRecord, QueuedEvent
 from webhook_operator.store.budget import WAL_SIZE_LIMIT
+from webhook_operator.store.sqlite_leases import SCHEMA as LEASES_SCHEMA
+from webhook_operator.store.unrouted import SQLITE_SCHEMA as UNROUTED_SCHEMA
 
-SCHEMA = """
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id TEXT NOT NULL UNIQUE,
@@ -64,6 +67,9 @@ CREATE INDEX IF NOT EXISTS dead_letters_webhook ON dead_letters(webhook, skipped
 CREATE INDEX IF NOT EXISTS dead_letters_seq ON dead_letters(seq);
 CREATE INDEX IF NOT EXISTS dead_letters_skipped ON dead_letters(skipped_at);
 """
+    + UNROUTED_SCHEMA
+    + LEASES_SCHEMA
+)
 
 UPSERT_WEBHOOK = "INSERT INTO webhooks(webhook) VALUES (?) ON CONFLICT(webhook) DO NOTHING"
 

@@ -166,7 +166,8 @@ async def test_token_file_rotation_is_picked_up(tmp_path: Path) -> None:
     path = tmp_path / "tokens"
     path.write_text("# intake\nold-token\n")
     body = dumps(minimal_event(1))
-    async with intake(tokens=FileTokens(path)) as client:
+    tokens = FileTokens(path, recheck_seconds=0.0)  # looks at the file on every request (default: once a second)
+    async with intake(tokens=tokens) as client:
         old = {**JSON, "Authorization": "Bearer old-token"}
         new = {**JSON, "Authorization": "Bearer new-token"}
         assert (await client.post(EVENTS, data=body, headers=old)).status == 202
@@ -213,7 +214,7 @@ async def test_not_ready_is_503_and_the_submitter_is_not_called() -> None:
     ready = False
     async with intake(sub, ready=lambda: ready) as client:
         resp = await client.post(EVENTS, data=dumps(minimal_event(1)), headers=AUTH)
-        await expect_error(resp, 503, "still loading Webhooks")
+        await expect_error(resp, 503, "still opening its event store")
         assert resp.headers["Retry-After"] == "5"
         assert not sub.entered.is_set()
         ready = True

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
 from webhook_operator.delivery.signing import openmetadata_signature
 from webhook_operator.intake.auth import (
@@ -17,6 +18,7 @@ from webhook_operator.intake.auth import (
     FileTokens,
     SignatureVerifier,
     StaticTokens,
+    caller_of,
     load_hmac_secret,
     parse_token_lines,
 )
@@ -41,32 +43,67 @@ def test_static_tokens_drop_empty_entries() -> None:
     assert StaticTokens(["a", "", "  ", " b "]).tokens() == frozenset({"a", "b"})
 
 
+class Clock:
+    """A monotonic clock the test moves: ``FileTokens`` looks at its file at most once a second of it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_file_tokens_follow_rotation_and_keep_the_same_set_while_unchanged(tmp_path: Path) -> None:
     path = tmp_path / "tokens"
     write(path, "old\n", 0)
-    source = FileTokens(path)
+    clock = Clock()
+    source = FileTokens(path, clock=clock)
     first = source.tokens()
     assert first == frozenset({"old"})
+    clock.now += 5
     assert source.tokens() is first  # unchanged file: same object, digests stay cached
     write(path, "# rotated\nnew\n", 5)
+    clock.now += 1
     assert source.tokens() == frozenset({"new"})
+
+
+def test_file_tokens_look_at_the_file_at_most_once_a_second(tmp_path: Path) -> None:
+    path = tmp_path / "tokens"
+    write(path, "old\n", 0)
+    clock = Clock()
+    source = FileTokens(path, clock=clock)
+    write(path, "new\n", 5)
+    clock.now += 0.999
+    assert source.tokens() == frozenset({"old"})  # revocation takes up to a second ...
+    clock.now += 0.001
+    assert source.tokens() == frozenset({"new"})  # ... and no longer
+    path.unlink()
+    clock.now += 0.5
+    assert source.tokens() == frozenset({"new"})
+    clock.now += 0.5
+    assert source.tokens() == frozenset()
 
 
 def test_file_tokens_fail_closed_when_the_file_goes_away(tmp_path: Path) -> None:
     path = tmp_path / "tokens"
     write(path, "tok\n", 0)
-    source = FileTokens(path)
+    clock = Clock()
+    source = FileTokens(path, clock=clock)
     path.unlink()
+    clock.now += 1
     assert source.tokens() == frozenset()
     write(path, "tok\n", 10)
+    clock.now += 1
     assert source.tokens() == frozenset({"tok"})
 
 
 def test_file_tokens_missing_at_start_accept_nothing_until_the_file_appears(tmp_path: Path) -> None:
     path = tmp_path / "tokens"
-    source = FileTokens(path)  # the Secret volume is optional: the operator may start first
+    clock = Clock()
+    source = FileTokens(path, clock=clock)  # the Secret volume is optional: the operator may start first
     assert source.tokens() == frozenset()
     write(path, "late\n", 0)
+    clock.now += 1
     assert source.tokens() == frozenset({"late"})
 
 
@@ -94,6 +131,14 @@ def test_matching_compares_fixed_length_digests_against_all_tokens(monkeypatch: 
     auth = BearerAuth(StaticTokens(["a", "bb", "ccc"]))
     assert auth.matches("a")  # matches the first token and still compares the other two
     assert len(seen) == 3 and set(seen) == {(32, 32)}
+
+
+async def test_the_caller_is_named_by_the_first_8_hex_digits_of_the_tokens_sha256() -> None:
+    auth = BearerAuth(StaticTokens(["tok-1", "tok-2"]))
+    for token in ("tok-1", "tok-2"):
+        request = make_mocked_request("POST", "/", headers={"Authorization": f"Bearer {token}"})
+        await auth.authenticate(request)
+        assert caller_of(request).name == "token:" + hashlib.sha256(token.encode()).hexdigest()[:8]
 
 
 def test_no_tokens_and_no_anonymous_is_a_configuration_error() -> None:

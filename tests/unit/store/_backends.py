@@ -127,3 +127,15 @@ def budgeted(name: str, tmp: Path, clock: Clock, *, max_bytes: int) -> Store:
     if name == "postgres":
         return _postgres_make(tmp, clock, max_bytes=max_bytes)
     return SqliteStore(tmp / "store.db", clock=clock, max_bytes=max_bytes)
+
+
+@dataclass
+class Harness:
+    backend: Backend
+    tmp: Path
+    clock: Clock
+    store: Store
+
+    async def reopen(self) -> Store:
+        self.store = await self.backend.reopen(self.store, self.tmp, self.clock)
+        return self.store

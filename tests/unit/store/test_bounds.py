@@ -13,8 +13,7 @@ import pytest
 
 from webhook_operator.store.base import AttemptOutcome, AttemptQuery, RetryState, StoreFull, StoreUnavailable
 
-from ._backends import BACKENDS, T0, Clock, budgeted, ev, record
-from .test_contract import Harness, h  # noqa: F401  (the contract's fixture: every backend)
+from ._backends import BACKENDS, T0, Clock, Harness, budgeted, ev, record
 
 SKIPPED, DELIVERED = AttemptOutcome.SKIPPED, AttemptOutcome.DELIVERED
 
@@ -23,7 +22,7 @@ def ids(events: object) -> list[str]:
     return [e.event_id for e in events]  # type: ignore[attr-defined]
 
 
-async def test_overdue_picks_the_oldest_beyond_the_cap_and_the_expired_never_the_protected(h: Harness) -> None:  # noqa: F811
+async def test_overdue_picks_the_oldest_beyond_the_cap_and_the_expired_never_the_protected(h: Harness) -> None:
     s = h.store
     first = (await s.enqueue([ev(1, "ns/a"), ev(2, "ns/a"), ev(3, "ns/a", "ns/b")])).queued["ns/a"]
     h.clock.advance(100)
@@ -42,7 +41,7 @@ async def test_overdue_picks_the_oldest_beyond_the_cap_and_the_expired_never_the
     assert len(await s.pending("ns/a")) == 8, "a read: nothing moved"
 
 
-async def test_dead_letter_moves_entries_logs_them_and_keeps_the_retry_state(h: Harness) -> None:  # noqa: F811
+async def test_dead_letter_moves_entries_logs_them_and_keeps_the_retry_state(h: Harness) -> None:
     s = h.store
     q = (await s.enqueue([ev(i, "ns/a") for i in range(1, 6)])).queued["ns/a"]
     holding = RetryState(held_qids=(q[0].qid,), attempts=3, paused="retryLimitReached", last_reason="HTTP 500")
@@ -65,7 +64,7 @@ async def test_dead_letter_moves_entries_logs_them_and_keeps_the_retry_state(h: 
     assert (await s.lane_state("ns/other")).dead_letters == 0
 
 
-async def test_retention_prunes_old_dead_letters_and_keeps_the_events_of_recent_ones(h: Harness) -> None:  # noqa: F811
+async def test_retention_prunes_old_dead_letters_and_keeps_the_events_of_recent_ones(h: Harness) -> None:
     s = h.store
     q = (await s.enqueue([ev(1, "ns/a"), ev(2, "ns/a"), ev(3, "ns/a")])).queued["ns/a"]
     await s.dead_letter("ns/a", [q[0].qid], record("ns/a", SKIPPED, "id-1", started_at=T0 + 10))
@@ -82,7 +81,7 @@ async def test_retention_prunes_old_dead_letters_and_keeps_the_events_of_recent_
     assert ids(await s.events_by_id(["id-2", "id-3"])) == ["id-3"], "queued, however old"
 
 
-async def test_dead_letters_survive_a_restart(h: Harness) -> None:  # noqa: F811
+async def test_dead_letters_survive_a_restart(h: Harness) -> None:
     q = (await h.store.enqueue([ev(1, "ns/a"), ev(2, "ns/a")])).queued["ns/a"]
     await h.store.dead_letter("ns/a", [q[0].qid], record("ns/a", SKIPPED, "id-1", started_at=T0 + 3))
     s = await h.reopen()
@@ -127,7 +126,7 @@ async def test_a_store_over_its_budget_refuses_events_whole_and_says_so(backend:
         await s.close()
 
 
-async def test_a_store_without_a_budget_reports_its_size_only(h: Harness) -> None:  # noqa: F811
+async def test_a_store_without_a_budget_reports_its_size_only(h: Harness) -> None:
     await h.store.enqueue([ev(1, "ns/a", body=b"x" * 5000)])
     usage = await h.store.usage()
     assert usage.budget_bytes is None and not usage.over and usage.used_bytes >= 5000

@@ -4,9 +4,7 @@ against the in-memory store mean what they say about SQLite (and later PostgreSQ
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -22,32 +20,10 @@ from webhook_operator.store.base import (
     StoreUnavailable,
 )
 
-from ._backends import BACKENDS, T0, Backend, Clock, ev, record
+from ._backends import T0, Harness, ev, record
 
 DELIVERED, FAILED, SKIPPED = AttemptOutcome.DELIVERED, AttemptOutcome.FAILED, AttemptOutcome.SKIPPED
 REQUEUED = AttemptOutcome.REDELIVERY_QUEUED
-
-
-@dataclass
-class Harness:
-    backend: Backend
-    tmp: Path
-    clock: Clock
-    store: Store
-
-    async def reopen(self) -> Store:
-        self.store = await self.backend.reopen(self.store, self.tmp, self.clock)
-        return self.store
-
-
-@pytest.fixture(params=sorted(BACKENDS))
-async def h(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
-    backend, clock = BACKENDS[request.param], Clock()
-    store = backend.make(tmp_path, clock)
-    await store.open()
-    harness = Harness(backend, tmp_path, clock, store)
-    yield harness
-    await harness.store.close()
 
 
 def ids(events: Any) -> list[str]:

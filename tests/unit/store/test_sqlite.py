@@ -8,12 +8,14 @@ import asyncio
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
+from webhook_operator.store import sqlite_commit, sqlite_schema
 from webhook_operator.store.base import (
     AttemptOutcome,
     AttemptQuery,
@@ -48,6 +50,37 @@ async def test_concurrent_writes_share_commits(store: SqliteStore) -> None:
     assert commits < 100, f"group commit did not group: {commits} commits for 500 enqueues"
     qids = [e.qid for e in await store.pending("ns/a")]
     assert qids == sorted(qids) and len(qids) == 500
+
+
+async def test_writes_run_in_the_order_they_were_made_across_groups(store: SqliteStore) -> None:
+    ran: list[int] = []
+
+    def op(i: int) -> Callable[[sqlite3.Connection], int]:
+        def run(conn: sqlite3.Connection) -> int:
+            ran.append(i)
+            return i
+
+        return run
+
+    writes: list[asyncio.Future[int]] = []
+    for turn in range(20):  # batches from 20 loop turns queue up while the writer commits earlier ones
+        writes += [asyncio.ensure_future(store._db.write(op(turn * 10 + i), durable=turn % 2 == 0)) for i in range(10)]
+        await asyncio.sleep(0)
+    assert await asyncio.gather(*writes) == list(range(200))
+    assert ran == list(range(200))
+
+
+async def test_close_lets_writes_already_made_commit_and_refuses_later_ones(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "store.db", clock=Clock())
+    await s.open()
+    writes = [asyncio.ensure_future(s.enqueue([ev(i, "ns/a")])) for i in range(50)]
+    await asyncio.sleep(0)  # the writes are queued, none is answered yet
+    await s.close()
+    assert all(w.done() and w.result().accepted == 1 for w in writes)
+    with pytest.raises(StoreUnavailable, match="not open"):
+        await s.enqueue([ev(99, "ns/a")])
+    with _raw(tmp_path / "store.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM queue").fetchone()[0] == 50
 
 
 async def test_a_failing_operation_does_not_fail_its_group(store: SqliteStore) -> None:
@@ -106,6 +139,50 @@ async def test_a_file_that_cannot_be_opened_is_unavailable(tmp_path: Path) -> No
     s = SqliteStore(tmp_path / "dir.db")
     with pytest.raises(StoreUnavailable, match="cannot open"):
         await s.open()
+    await s.close()
+
+
+def _writers() -> int:
+    return [t.name for t in threading.enumerate()].count("store-writer")
+
+
+async def test_open_retried_after_failures_leaves_one_writer_thread(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    path.write_bytes(b"not a database, " * 512)  # opens as a file; SQLite refuses it on the writer thread
+    before = _writers()
+    s = SqliteStore(path)
+    for _ in range(3):  # the service retries ``open`` without ``close`` until the file is usable
+        with pytest.raises(StoreUnavailable, match="cannot open"):
+            await s.open()
+    assert _writers() == before
+    path.write_bytes(b"")
+    await s.open()
+    assert (await s.enqueue([ev(1, "ns/a")])).accepted == 1
+    assert _writers() == before + 1
+    await s.close()
+    assert _writers() == before
+
+
+async def test_a_failed_open_after_the_writer_connected_stops_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real, calls = sqlite_schema.connect, []
+
+    def reader_fails_once(path: str, synchronous: str) -> sqlite3.Connection:
+        calls.append(path)
+        if len(calls) == 2:  # the writer thread connected; the reader's connection fails
+            raise sqlite3.OperationalError("unable to open database file")
+        return real(path, synchronous)
+
+    monkeypatch.setattr(sqlite_commit, "connect", reader_fails_once)
+    before = _writers()
+    s = SqliteStore(tmp_path / "store.db")
+    with pytest.raises(StoreUnavailable, match="cannot open"):
+        await s.open()
+    assert _writers() == before, "the writer thread of the failed attempt is still there"
+    await s.open()
+    assert (await s.enqueue([ev(1, "ns/a")])).accepted == 1  # one writer, on this attempt's queue
+    assert _writers() == before + 1
     await s.close()
 
 
