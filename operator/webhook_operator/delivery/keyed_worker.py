@@ -133,8 +133,10 @@ class KeyedLaneWorker(LaneWorker):
         if self._exclusive_n:
             return None
         lane, now = self.lane, self._clock()
-        if self.may_send is not None and not self.may_send(lane.key):  # work sharing: the lease is gone
-            self._lease_lost(LeaseLost(f"webhook {lane.key}: this replica's lease is no longer valid"))
+        if self.may_send is not None and not self.may_send(lane.key):
+            # Work sharing: handed over or lease gone. Start nothing more, and let the batches in flight finish (a
+            # hand-over waits for them, so nothing is sent twice); a lost lease's lane is dropped by the manager,
+            # and any write it still makes is refused by the store's fence.
             return None
         spec = lane.target.spec
         size, cap = spec.delivery_batch_size, spec.delivery_max_in_flight
@@ -142,6 +144,8 @@ class KeyedLaneWorker(LaneWorker):
         for hold in lane.retry.holds:
             if hold.key in self._running:
                 continue
+            if len(self._running) >= cap:  # maxInFlight lowered while more were held: the rest wait their turn
+                break
             if hold.next_attempt_at is not None and hold.next_attempt_at > now:
                 left = hold.next_attempt_at - now
                 wait = left if wait is None else min(wait, left)

@@ -40,6 +40,8 @@ class Owners(Protocol):
 
     def owns(self, webhook: str) -> bool: ...
 
+    def acts_on(self, webhook: str) -> bool | None: ...
+
     def owner_address(self, webhook: str) -> tuple[str | None, str | None]: ...
 
 
@@ -70,8 +72,11 @@ class Forwarder:
 
     async def __call__(self, request: web.Request, key: str, body: bytes | None) -> web.StreamResponse | None:
         owners = self._owners
-        if owners.owns(key):
+        acting = owners.acts_on(key)
+        if acting:
             return None
+        if acting is None:  # this replica is taking it over: its lane is not read from the store yet
+            raise handing_over(key, f"{owners.replica} is still reading its queue")
         if request.headers.get(FORWARDED_HEADER):
             raise handing_over(key, f"{owners.replica} does not deliver it either")
         replica, address = owners.owner_address(key)

@@ -107,6 +107,9 @@ class LeaseManager:
         self._nudged = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._dropping: set[asyncio.Task[None]] = set()
+        #: Keys whose old lane is still being stopped: not taken again until it is (a write of the old lane still
+        #: retrying would otherwise carry the new token and pass the fence).
+        self._stopping: set[str] = set()
         self._leaving: set[str] = set()  # being handed over: no new batch, the one in flight may finish
         self._to_adopt: dict[str, int] = {}  # held, lane not read yet (in order), with the token taken
         self._adopting: set[str] = set()  # queued or being read
@@ -266,7 +269,7 @@ class LeaseManager:
                 before = list(self._live)
                 desired = mine(self._lanes.keys(), ids, self._replica)
                 renewing = dict(self._held)
-                new = sorted(desired.difference(self._held))
+                new = sorted(desired.difference(self._held).difference(self._stopping))
                 room = max(0, TAKE_BATCH - len(self._to_adopt))
                 if len(new) > room:
                     self.nudge()
@@ -376,7 +379,11 @@ class LeaseManager:
             log.warning("could not release %d lease(s) (they expire by themselves): %s", len(leaving), exc)
 
     async def _drop(self, keys: Sequence[str]) -> None:
-        results = await asyncio.gather(*(self._lanes.drop(key) for key in keys), return_exceptions=True)
+        self._stopping.update(keys)
+        try:
+            results = await asyncio.gather(*(self._lanes.drop(key) for key in keys), return_exceptions=True)
+        finally:
+            self._stopping.difference_update(keys)
         for key, result in zip(keys, results, strict=True):
             if isinstance(result, BaseException):
                 log.error("stopping the lane of %s failed: %s", key, result)

@@ -128,3 +128,23 @@ async def test_the_queue_limits_never_move_a_held_batch(rig: Rig) -> None:
     kept = per_entity(rig.sender.delivered[hook])["A"]
     assert kept[0] == "A-000" and kept == sorted(kept)
     assert (await rig.store.lane_state(KEY)).retry == RetryState()
+
+
+async def test_lowering_max_in_flight_while_keys_are_held_never_sends_more_than_the_new_cap() -> None:
+    """Found by review: every due held batch used to start at once, whatever the (lowered) cap."""
+    from .test_ordering import Rig, interleaved, target
+
+    rig = Rig()
+    await rig.graph.open()
+    try:
+        rig.sender.failing = dict.fromkeys("ABCDEF", 1)
+        await rig.dispatcher.register(target(in_flight=8))
+        await rig.dispatcher.submit(interleaved("ABCDEF", 1))
+        await rig.settle()
+        assert len((await rig.retry()).holds) == 6
+        await rig.dispatcher.register(target(in_flight=1))
+        rig.sender.peak = 0
+        await rig.advance(10.0)
+        assert rig.sender.peak == 1
+    finally:
+        await rig.graph.close()
