@@ -38,8 +38,6 @@ class Owners(Protocol):
     @property
     def replica(self) -> str: ...
 
-    def owns(self, webhook: str) -> bool: ...
-
     def acts_on(self, webhook: str) -> bool | None: ...
 
     def owner_address(self, webhook: str) -> tuple[str | None, str | None]: ...
@@ -62,8 +60,8 @@ def peer_tls(cert_file: Path | None) -> ssl.SSLContext | None:
 
 
 class Forwarder:
-    """``await forward(request, key, body)``: None when this replica owns ``key`` (act here), else the owner's
-    answer; raises ``OperationError`` 503 when it cannot be forwarded."""
+    """``await forward(request, key, body)``: None when this replica acts on ``key`` (it owns it and has read its
+    lane), else the owner's answer; raises ``OperationError`` 503 when it cannot be forwarded."""
 
     def __init__(self, owners: Owners, *, tls: ssl.SSLContext | None = None, timeout: float = TIMEOUT) -> None:
         self._owners, self._tls = owners, tls

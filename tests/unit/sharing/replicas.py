@@ -25,18 +25,12 @@ from webhook_operator.sharing.manager import LeaseManager
 from webhook_operator.store.base import EnqueueResult, Fence
 from webhook_operator.store.memory import MemoryStore
 
+from ..delivery.fakes import Clock
+
 LEASE = 9.0  # ticks every 3 s
 POLICY = RetryPolicy((5.0, 5.0, 5.0))
 OK = Outcome(OutcomeKind.SUCCESS, 200, 1.0)
 DOWN = Outcome(OutcomeKind.RETRYABLE, 503, 1.0, error="HTTP 503")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Sender:
