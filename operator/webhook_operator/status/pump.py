@@ -171,7 +171,9 @@ class Pump:
             held = await self.claim(key)
         except StoreUnavailable:
             return PatchOutcome.RETRY
-        if held:
+        # Still ours by this replica's own clock after the claim's round trip: a process frozen between the two
+        # (SIGSTOP past its lease) would otherwise send a status built before the freeze.
+        if held and (self.owns is None or self.owns(key)):
             return None
         self._sched.forget(key)  # not ours (any more): the owner writes it
         return PatchOutcome.UNCHANGED
