@@ -20,6 +20,9 @@ from typing import Protocol
 import aiohttp
 from aiohttp.abc import AbstractResolver
 
+from webhook_operator.delivery import http1
+from webhook_operator.delivery.http1_pool import Http1Pool
+from webhook_operator.delivery.http1_request import TargetCache, build_message
 from webhook_operator.delivery.ssrf import AddressPolicy, AddressRefused, GuardedConnector
 
 
@@ -99,9 +102,13 @@ _ERRNO_TEXT = {
 }
 
 
-def _where(exc: aiohttp.ClientConnectorError) -> str:
-    host = f"[{exc.host}]" if ":" in exc.host else exc.host
-    return f"{host}:{exc.port}"
+def _where(host: str, port: int | None) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _connect_error(host: str, port: int | None, os_error: OSError) -> str:
+    text = _ERRNO_TEXT.get(os_error.errno or -1) or os_error.strerror or str(os_error) or "connection failed"
+    return f"{text} to {_where(host, port)}"
 
 
 def classify_exception(exc: BaseException, timeout: float) -> tuple[OutcomeKind, str]:
@@ -119,10 +126,10 @@ def classify_exception(exc: BaseException, timeout: float) -> tuple[OutcomeKind,
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         cert_error = exc.certificate_error
         detail = getattr(cert_error, "verify_message", None) or getattr(cert_error, "reason", None) or "invalid"
-        return OutcomeKind.RETRYABLE, f"TLS certificate verification failed for {_where(exc)}: {detail}"
+        return OutcomeKind.RETRYABLE, f"TLS certificate verification failed for {_where(exc.host, exc.port)}: {detail}"
     if isinstance(exc, aiohttp.ClientSSLError):
         detail = getattr(exc.os_error, "reason", None) or exc.strerror or type(exc.os_error).__name__
-        return OutcomeKind.RETRYABLE, f"TLS error with {_where(exc)}: {detail}"
+        return OutcomeKind.RETRYABLE, f"TLS error with {_where(exc.host, exc.port)}: {detail}"
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return OutcomeKind.RETRYABLE, f"timeout after {timeout:g} s while connecting"
     if isinstance(exc, TimeoutError):
@@ -130,12 +137,17 @@ def classify_exception(exc: BaseException, timeout: float) -> tuple[OutcomeKind,
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return OutcomeKind.RETRYABLE, f"DNS resolution failed for {exc.host}: {exc.strerror or exc.os_error}"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        text = _ERRNO_TEXT.get(exc.errno or -1) or exc.strerror or str(exc.os_error) or "connection failed"
-        return OutcomeKind.RETRYABLE, f"{text} to {_where(exc)}"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return OutcomeKind.RETRYABLE, _connect_error(exc.host, exc.port, exc.os_error)
+    if isinstance(exc, http1.ConnectFailed):
+        return OutcomeKind.RETRYABLE, _connect_error(exc.host, exc.port, exc.os_error)
+    if isinstance(exc, http1.DNSFailed):
+        return OutcomeKind.RETRYABLE, f"DNS resolution failed for {exc.host}: {exc.os_error.strerror or exc.os_error}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError | http1.ServerDisconnected):
         return OutcomeKind.RETRYABLE, "server disconnected without a complete response"
     if isinstance(exc, aiohttp.ClientResponseError):
         return OutcomeKind.RETRYABLE, f"invalid HTTP response: {exc.message}"
+    if isinstance(exc, http1.InvalidResponse):
+        return OutcomeKind.RETRYABLE, f"invalid HTTP response: {exc.detail}"
     if isinstance(exc, aiohttp.ClientOSError):
         return OutcomeKind.RETRYABLE, f"connection error: {exc.strerror or type(exc).__name__}"
     if isinstance(exc, aiohttp.ClientError):
@@ -183,6 +195,11 @@ class AiohttpSender:
       a secret that straddles the cut, whole, before the cut is made; it is never logged. Up to
       ``max_drain_bytes`` more are read and discarded so the connection can be reused, beyond that it is closed
       instead of reading a huge body. Errors while reading the body do not change the outcome: the status decided it.
+    * Plain ``http://`` requests go through a lean HTTP/1.1 client (``http1.py``, about half aiohttp's CPU per
+      request) that resolves through the same ``GuardedConnector`` and yields the same outcomes; https and anything
+      unusual (``http1_request.py`` says what) stay on aiohttp. Each of the two pools is capped at ``limit``
+      connections; its idle connections close after 15 s, as aiohttp's. A ``limit_per_host`` (unused by the
+      operator) keeps every request on aiohttp, which implements it.
     """
 
     def __init__(
@@ -215,22 +232,40 @@ class AiohttpSender:
         self._retry_after_bounds = (retry_after_min, retry_after_max)
         self._socket_factory = socket_factory
         self._session: aiohttp.ClientSession | None = None
+        self._connector: GuardedConnector | None = None
+        self._lean: Http1Pool | None = None
+        self._targets = TargetCache()
         self._closed = False
         self._ssl_contexts: dict[str, ssl.SSLContext] = {}
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
-    def _open(self) -> aiohttp.ClientSession:
+    def _guarded_connector(self) -> GuardedConnector:
+        """The one connector both clients resolve through (SSRF guard, DNS cache); the session owns it once open."""
         if self._closed:
             raise RuntimeError("AiohttpSender is closed")
-        connector = GuardedConnector(
-            policy=self._policy,
-            resolver=self._resolver,
+        if self._connector is None:
+            self._connector = GuardedConnector(
+                policy=self._policy,
+                resolver=self._resolver,
+                limit=self._limit,
+                limit_per_host=self._limit_per_host,
+                socket_factory=self._socket_factory,
+            )
+        return self._connector
+
+    def _open_lean(self) -> Http1Pool:
+        self._lean = Http1Pool(
+            self._guarded_connector(),
             limit=self._limit,
-            limit_per_host=self._limit_per_host,
+            keep=self._read_limit,
+            drain=self._max_drain,
             socket_factory=self._socket_factory,
         )
+        return self._lean
+
+    def _open(self) -> aiohttp.ClientSession:
         self._session = aiohttp.ClientSession(
-            connector=connector,
+            connector=self._guarded_connector(),
             trust_env=False,
             cookie_jar=aiohttp.DummyCookieJar(),
             headers={"User-Agent": self._user_agent},
@@ -289,6 +324,17 @@ class AiohttpSender:
         except (ssl.SSLError, ValueError) as exc:
             reason = getattr(exc, "reason", None) or type(exc).__name__
             return Outcome(OutcomeKind.PERMANENT, None, 0.0, f"invalid CA bundle: {reason}")
+        if self._closed:
+            raise RuntimeError("AiohttpSender is closed")
+        target = self._targets.get(request.url) if self._limit_per_host <= 0 else None
+        if target is not None:
+            try:
+                message = build_message(target, request.headers, self._user_agent, request.body)
+            except ValueError as exc:
+                kind, error = classify_exception(exc, request.timeout)
+                return Outcome(kind, None, (time.perf_counter() - started) * 1000, error)
+            if message is not None:
+                return await self._send_lean(target, message, request.timeout, started)
         session = self._session or self._open()
         try:
             async with session.post(
@@ -300,18 +346,39 @@ class AiohttpSender:
                 ssl=ssl_param,
             ) as response:
                 body, more = await self._read_body(response)
-                outcome = classify_response(
-                    response.status, response.reason, response.headers, body, (time.perf_counter() - started) * 1000,
-                    now=time.time(), retry_after_bounds=self._retry_after_bounds,
-                )  # fmt: skip
-                return dataclasses.replace(outcome, response_more=more) if more else outcome
+                return self._answer(response.status, response.reason, response.headers, body, more, started)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             kind, error = classify_exception(exc, request.timeout)
             return Outcome(kind, None, (time.perf_counter() - started) * 1000, error)
 
+    async def _send_lean(self, target: http1.Target, message: bytes, seconds: float, started: float) -> Outcome:
+        pool = self._lean or self._open_lean()
+        try:
+            response = await pool.request(target, message, seconds)
+        except (aiohttp.ClientError, http1.Http1Error, TimeoutError) as exc:
+            kind, error = classify_exception(exc, seconds)
+            return Outcome(kind, None, (time.perf_counter() - started) * 1000, error)
+        text = response.body.decode("utf-8", "replace")
+        body, more = text[: self._max_body], text[self._max_body :]
+        return self._answer(response.status, response.reason, response.headers, body, more, started)
+
+    def _answer(self, status: int, reason: str | None, headers: Mapping[str, str], body: str, more: str,
+                started: float) -> Outcome:  # fmt: skip
+        outcome = classify_response(
+            status, reason, headers, body, (time.perf_counter() - started) * 1000,
+            now=time.time(), retry_after_bounds=self._retry_after_bounds,
+        )  # fmt: skip
+        return dataclasses.replace(outcome, response_more=more) if more else outcome
+
     async def close(self) -> None:
         """Close the session and its pooled connections. Idempotent; the sender cannot be used afterwards."""
         self._closed = True
+        if self._lean is not None:
+            lean, self._lean = self._lean, None
+            await lean.close()
         if self._session is not None:
             session, self._session = self._session, None
-            await session.close()
+            await session.close()  # closes the connector too
+        elif self._connector is not None:
+            await self._connector.close()
+        self._connector = None

@@ -99,18 +99,6 @@ async def receiver() -> AsyncIterator[Receiver]:
         yield Receiver(f"http://127.0.0.1:{server.port}", server.port, hits)
 
 
-@pytest.fixture
-def log() -> ConnectionLog:
-    return ConnectionLog()
-
-
-@pytest.fixture
-async def sender(log: ConnectionLog) -> AsyncIterator[AiohttpSender]:
-    sender = AiohttpSender(AddressPolicy(allow_loopback=True), user_agent="wo-test/1", socket_factory=log)
-    yield sender
-    await sender.close()
-
-
 def post(url: str, *, timeout: float = 5.0, body: bytes = b'{"ok":true}', **kwargs: object) -> Request:
     headers = {"Content-Type": "application/json", "Authorization": SECRET}
     return Request(url=url, body=body, headers=headers, timeout=timeout, **kwargs)  # type: ignore[arg-type]
