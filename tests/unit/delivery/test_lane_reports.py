@@ -77,6 +77,24 @@ async def test_a_lane_no_longer_reportable_is_not_reported_and_an_observer_bug_i
     assert "state observer failed for ns/bug" in caplog.text
 
 
+async def test_a_busy_lane_is_reported_at_most_once_per_interval_and_never_later_than_that() -> None:
+    seen = Seen()
+    reports = LaneReports(seen, lambda key: True, interval=0.2)
+    a = FakeLane("ns/a")
+    reports.mark(lane(a))
+    await asyncio.sleep(0)
+    assert [s.delivered for s in seen.snapshots] == [0]  # after a quiet spell: at the end of the turn
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while loop.time() - started < 0.15:  # busy: a change every turn
+        a.delivered += 1
+        reports.mark(lane(a))
+        await asyncio.sleep(0.01)
+    assert len(seen.snapshots) == 1, "reported again within the interval"
+    await asyncio.sleep(0.1)
+    assert [s.delivered for s in seen.snapshots][1:] == [a.delivered], "the last change waited past the interval"
+
+
 def test_without_a_running_loop_a_change_is_reported_at_once() -> None:
     seen = Seen()
     LaneReports(seen, lambda key: True).mark(lane(FakeLane("ns/a")))
