@@ -9,8 +9,12 @@ moves everything alive at that moment into a permanent generation that collectio
 threshold lets most per-event garbage die by reference count before it is ever promoted.
 
 Nothing is lost by it: objects frozen here are the ones that live for the process anyway; a frozen object that later
-becomes part of a garbage cycle is never collected, which costs at most the start-up objects that are dropped later
-(a Webhook deleted after start-up: kilobytes). Reference counting still frees everything that is not in a cycle.
+becomes part of a garbage cycle is never collected, and neither is anything it still references then. Reference
+counting still frees everything that is not in a cycle: a Webhook registered before the freeze and deleted later
+is freed whole (its worker, lane and queue hold no cycle: ``test_a_webhook_registered_before_settle_is_freed_...``).
+What can stay is what was in flight at the freeze and dies in a cycle: e.g. a lean-client ``Connection`` (it and
+its llhttp parser point at each other) open at that moment, with its transport and at most ``keep`` body bytes;
+bounded by the connections open then, once.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 
 def run(code: str) -> str:
@@ -58,3 +59,47 @@ def test_garbage_cycles_made_after_settle_are_still_collected() -> None:
 def test_start_up_garbage_is_collected_before_the_freeze() -> None:
     # collector off: only settle's own collection may free the cycle
     assert cycle_freed("gc.disable()", "heap.settle()") == "True"
+
+
+def webhook_freed_after_delete(settle: bool) -> str:
+    """A webhook registered (with a backlog held for a retry) before ``settle``, deleted after it: whether its
+    worker, lane, queue and queued events are freed by a later collection."""
+    tests = str(Path(__file__).resolve().parents[1])
+    return run(f"""
+        import asyncio, gc, sys, weakref
+        sys.path.insert(0, {tests!r})
+        from unit.delivery.fakes import Clock, ScriptedSender
+        from unit.delivery.test_lanes import KEY, event, target
+        from webhook_operator import heap
+        from webhook_operator.delivery.sender import Outcome, OutcomeKind
+        from webhook_operator.graph import NullStatus, build_graph
+        from webhook_operator.store.memory import MemoryStore
+
+        async def main():
+            clock = Clock()
+            sender = ScriptedSender()
+            sender.default = Outcome(OutcomeKind.RETRYABLE, 503, 1.0, "HTTP 503")
+            graph = build_graph(store=MemoryStore(clock=clock), sender=sender, status=NullStatus(), clock=clock)
+            await graph.open()
+            d = graph.dispatcher
+            await d.register(target(batch=1))
+            await asyncio.gather(*(d.submit([event(i)]) for i in range(20)))
+            await d.settled(within=5)
+            if {settle!r}:
+                heap.settle()
+            worker = d._workers[KEY]
+            refs = [weakref.ref(o) for o in (worker, worker.lane, worker.lane.queue)]
+            del worker
+            await d.unregister(KEY)
+            for _ in range(3):
+                await asyncio.sleep(0)
+            gc.collect()
+            print(",".join(str(r() is None) for r in refs))
+            await graph.close()
+
+        asyncio.run(main())
+    """)
+
+
+def test_a_webhook_registered_before_settle_is_freed_when_deleted_later() -> None:
+    assert webhook_freed_after_delete(settle=True) == webhook_freed_after_delete(settle=False) == "True,True,True"

@@ -16,9 +16,11 @@ connection (``Connection``) and its outcome; ``http1_pool.py`` holds the pool:
   response head keeps the status (the body is best effort), a failure before it is a lost connection, a timeout or
   an invalid response; a response head is bounded (``MAX_HEAD``), a body is read to ``keep + drain`` bytes at most.
 * A connection is pooled per (host, port) only after a complete keep-alive response whose body stayed within
-  ``keep + drain`` bytes; anything else (timeout, parse error, oversized body, cancellation) closes it. Idle
-  connections are closed after ``idle_timeout`` by one sweep timer; ``limit`` caps open connections (in use, idle
-  and connecting); a request waits for a slot within its own timeout.
+  ``keep + drain`` bytes and whose request was written out; anything else (timeout, parse error, oversized body,
+  cancellation) closes it, and a close with request bytes still unsent aborts (a graceful close would wait for a
+  peer that never reads, keeping the socket and the unsent bytes forever). Idle connections are closed after
+  ``idle_timeout`` by one sweep timer; ``limit`` caps open connections (in use, idle and connecting); a request
+  waits for a slot within its own timeout.
 """
 
 from __future__ import annotations
@@ -128,8 +130,15 @@ class Connection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is not None:
+            if transport.get_write_buffer_size():
+                # A graceful close waits until the peer has read what is left, forever if it never reads: the
+                # socket and the unsent body would outlive the request, uncounted by the pool's cap. The request
+                # is over either way, so drop the rest (``test_a_receiver_that_never_reads_...``).
+                transport.abort()
+            else:
+                transport.close()
         self._pool.forget(self)
 
     # --- outcome ---

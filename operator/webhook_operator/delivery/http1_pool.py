@@ -8,6 +8,7 @@ New connections resolve through the ``GuardedConnector`` (the SSRF guard) and co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections import deque
 from collections.abc import Callable
@@ -84,6 +85,9 @@ class Http1Pool:
         if not conn.reusable or self._closed or transport is None or transport.is_closing():
             conn.close()
             return
+        if transport.get_write_buffer_size():  # answered before reading the whole request (aiohttp: not pooled
+            conn.close()  # until written): the next request would queue behind bytes the peer may never read
+            return
         conn.idle = True
         conn.idle_since = self.loop.time()
         self._idle.setdefault(conn.key, []).append(conn)
@@ -152,8 +156,9 @@ class Http1Pool:
                 except BaseException:
                     if slot.done() and not slot.cancelled():
                         self._wake_one()  # we were handed a slot we will not use: pass it on
-                    else:
-                        self._slot_waiters.remove(slot)
+                    else:  # _wake_one or close() may have dropped it already (it skips cancelled waiters)
+                        with contextlib.suppress(ValueError):
+                            self._slot_waiters.remove(slot)
                     raise
             conn = Connection(self, key)
             self._open += 1
@@ -188,9 +193,11 @@ class Http1Pool:
             raise
         except OSError as exc:
             raise ConnectFailed(target.host, target.port, exc) from exc
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:  # the transport sets TCP_NODELAY itself
             await self.loop.create_connection(lambda: conn, sock=sock)
+        except OSError as exc:  # e.g. TCP_NODELAY refused on a connection already reset (macOS): as aiohttp's
+            sock.close()  # _wrap_create_connection, a connection error, not an exception out of send()
+            raise ConnectFailed(target.host, target.port, exc) from exc
         except BaseException:
             sock.close()
             raise

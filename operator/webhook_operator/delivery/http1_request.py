@@ -1,7 +1,8 @@
 """Which requests the lean HTTP/1.1 client takes, and their bytes on the wire.
 
-The lean client (``http1.py``) takes only the plain case: ``http://`` with an ASCII host, no userinfo, no zone id,
-no trailing dot, no two header names differing in case only, and no request header whose semantics it would have
+The lean client (``http1.py``) takes only the plain case: ``http://`` with a host of letters, digits, ``.``,
+``-``, ``_`` (or an IP literal; no zone id, no trailing dot, none of the control characters yarl lets through), no
+userinfo, no two header names differing in case only, and no request header whose semantics it would have
 to implement (framing, connection management, content codings, ``Expect``). Everything else goes through aiohttp
 unchanged, so unusual input keeps aiohttp's behaviour and error texts instead of a second interpretation.
 
@@ -41,6 +42,7 @@ _AIOHTTP_ONLY = frozenset(
     }
 )
 _VISIBLE = re.compile(r"[!-~]+")
+_PLAIN_HOST = re.compile(r"[0-9A-Za-z._:-]+")  # names, IPv4 and (bracket-less) IPv6 literals
 _CACHE_SIZE = 1024
 
 
@@ -53,7 +55,9 @@ def parse_target(url: str) -> Target | None:
     except (ValueError, TypeError):
         return None
     host = parsed.raw_host
-    if parsed.scheme != "http" or not parsed.absolute or not host or host.endswith(".") or "%" in host:
+    if parsed.scheme != "http" or not parsed.absolute or not host or host.endswith("."):
+        return None
+    if _PLAIN_HOST.fullmatch(host) is None:  # zone ids, and what yarl lets through: control characters, spaces
         return None
     if parsed.raw_user is not None or parsed.raw_password is not None:
         return None

@@ -355,7 +355,7 @@ class AiohttpSender:
         pool = self._lean or self._open_lean()
         try:
             response = await pool.request(target, message, seconds)
-        except (aiohttp.ClientError, http1.Http1Error, TimeoutError) as exc:
+        except (aiohttp.ClientError, http1.Http1Error, TimeoutError, ValueError) as exc:  # as aiohttp's path
             kind, error = classify_exception(exc, seconds)
             return Outcome(kind, None, (time.perf_counter() - started) * 1000, error)
         text = response.body.decode("utf-8", "replace")

@@ -125,3 +125,36 @@ async def test_the_dispatcher_reports_fewer_snapshots_than_changes_and_the_last_
         assert len(seen) == graph_seen, "an unregistered webhook is reported again"
     finally:
         await graph.close()
+
+
+async def test_a_change_after_an_explicit_flush_with_a_report_pending_is_still_reported() -> None:
+    # flush() empties the marks but leaves the spaced report armed: a change marked now must ride on it.
+    seen = Seen()
+    reports = LaneReports(seen, lambda key: True, interval=0.1)
+    a = FakeLane("ns/a")
+    reports.mark(lane(a))
+    await asyncio.sleep(0)  # reported: the next report is spaced
+    a.delivered = 1
+    reports.mark(lane(a))  # armed for the end of the interval
+    reports.flush()  # someone looks: reported at once, the timer stays armed
+    a.delivered = 2
+    reports.mark(lane(a))  # the final state, with a timer already armed
+    await asyncio.sleep(0.2)
+    assert [s.delivered for s in seen.snapshots] == [0, 1, 2]
+
+
+async def test_a_change_made_while_reporting_is_reported_in_the_next_report() -> None:
+    a, b = FakeLane("ns/a"), FakeLane("ns/b")
+
+    class Marking(Seen):
+        def webhook_changed(self, snapshot: WebhookSnapshot) -> None:
+            super().webhook_changed(snapshot)
+            if snapshot.key == "ns/a" and b.delivered == 0:
+                b.delivered = 1
+                reports.mark(lane(b))  # an observer that causes another change
+
+    seen = Marking()
+    reports = LaneReports(seen, lambda key: True, interval=0.05)
+    reports.mark(lane(a))
+    await asyncio.sleep(0.15)
+    assert [(s.key, s.delivered) for s in seen.snapshots] == [("ns/a", 0), ("ns/b", 1)]
