@@ -37,13 +37,15 @@ can make it a way to a metadata address.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 from aiohttp.abc import ResolveResult
+from aiohttp.client_proto import ResponseHandler
 from aiohttp.tracing import Trace
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -220,6 +222,22 @@ class AddressRefused(aiohttp.ClientConnectionError):
         return f"refused to connect to {self.host}:{self.port}: {self.reason}"
 
 
+class _AbortingResponseHandler(ResponseHandler):
+    """aiohttp's connection protocol, except that closing with request bytes still unsent aborts the socket.
+
+    A graceful close waits until the peer has read what is left — forever if it never reads — so a receiver that
+    accepts and never reads (a tenant's, by design) kept one socket and the unsent body per timed-out attempt,
+    outside the connector's limit. The request is over either way (timed out, cancelled or answered early), so
+    dropping the rest loses nothing (``test_a_receiver_that_never_reads_gets_its_socket_closed_at_the_timeout``)."""
+
+    def close(self) -> None:
+        transport = self.transport
+        if transport is not None and transport.get_write_buffer_size():
+            self.abort()
+        else:
+            super().close()
+
+
 class GuardedConnector(aiohttp.TCPConnector):
     """A TCPConnector that checks every address it is about to connect to against an ``AddressPolicy``.
 
@@ -237,6 +255,11 @@ class GuardedConnector(aiohttp.TCPConnector):
     def __init__(self, *, policy: AddressPolicy, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._policy = policy
+        # aiohttp builds each connection's protocol from ``_factory`` (``functools.partial(ResponseHandler,
+        # loop=loop)`` in 3.12-3.14): the same call with the subclass below.
+        self._factory = cast(
+            "functools.partial[ResponseHandler]", functools.partial(_AbortingResponseHandler, loop=self._loop)
+        )
 
     @property
     def policy(self) -> AddressPolicy:
