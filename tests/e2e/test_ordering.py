@@ -20,6 +20,7 @@ from aiohttp import web
 from support.cluster import Cluster, wait_for
 from support.events import raw
 from support.operator import OperatorProcess, wait_status
+from support.receiver import serve_loopback
 from support.webhooks import manifest, single_spec
 
 #: Long enough that a held entity is still held while the others drain, short enough to retry within a test.
@@ -84,12 +85,7 @@ class EntityReceiver:
     async def _start(self) -> None:
         app = web.Application()
         app.router.add_route("POST", "/{tail:.*}", self._handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/hook"
+        self.runner, self.url = await serve_loopback(app)
 
     def close(self) -> None:
         if self.runner is not None:

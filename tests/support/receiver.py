@@ -23,6 +23,16 @@ class Received:
         return json.loads(self.body)
 
 
+async def serve_loopback(app: web.Application) -> tuple[web.AppRunner, str]:
+    """Serve ``app`` on a free loopback port: its runner (to clean up) and its ``/hook`` URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}/hook"
+
+
 @dataclass
 class Receiver:
     """Answers with ``status`` (or ``responder(request_number)``) and records every request it got."""
@@ -57,12 +67,7 @@ class Receiver:
     async def start(self) -> Receiver:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/hook"
+        self.runner, self.url = await serve_loopback(app)
         return self
 
     async def stop(self) -> None:

@@ -302,11 +302,7 @@ class KeyedLaneWorker(LaneWorker):
         lane = self.lane
         activated = lane.fallback is None
         held = lane.retry.held_qids
-        now = self._clock()
-        line = record(lane.key, AttemptOutcome.SKIPPED, attempt=lane.retry.attempts, started_at=now,
-                      note=f"handed to fallback {to}")  # fmt: skip
-        to_line = record(to, AttemptOutcome.REDELIVERY_QUEUED, started_at=now,
-                         note=f"handed over by {lane.key} (this webhook is its fallback)")  # fmt: skip
+        line, to_line = self._hand_over_lines(to)
         moved: list[QueuedEvent] = []
 
         async def write(_current: RetryState) -> None:
@@ -315,12 +311,7 @@ class KeyedLaneWorker(LaneWorker):
             lane.handed_over(retry, moved, max((e.qid for e in moved), default=0))
 
         await self._writes.serial(write)
-        assert self._fallback is not None
-        self._fallback.handed_over(lane, to, moved, activated)
-        self._notify(lane)
-        if moved:
-            log.warning("%s handed %d event(s) to its fallback %s", lane.key, len(moved), to)
-        return activated or bool(moved)
+        return self._handed_over(to, moved, activated)
 
     async def resume(self, who: str) -> bool:
         async with self._exclusive():

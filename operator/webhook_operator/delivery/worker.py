@@ -223,18 +223,27 @@ class LaneWorker:
         await self._completion.confirm()
         activated = lane.fallback is None
         retry = dataclasses.replace(lane.retry, held_qids=(), fallback=to)
-        now = self._clock()
+        line, to_line = self._hand_over_lines(to)
+        entries = await self._store.hand_over(lane.key, to, lane.retry.held_qids, line, to_line, retry)
+        lane.handed_over(retry, entries, max((e.qid for e in entries), default=0))
+        return self._handed_over(to, entries, activated)
+
+    def _hand_over_lines(self, to: str) -> tuple[AttemptRecord, AttemptRecord]:
+        """The hand-over's line in this webhook's delivery log and in the fallback's."""
+        lane, now = self.lane, self._clock()
         line = record(lane.key, AttemptOutcome.SKIPPED, attempt=lane.retry.attempts, started_at=now,
                       note=f"handed to fallback {to}")  # fmt: skip
         to_line = record(to, AttemptOutcome.REDELIVERY_QUEUED, started_at=now,
                          note=f"handed over by {lane.key} (this webhook is its fallback)")  # fmt: skip
-        entries = await self._store.hand_over(lane.key, to, lane.retry.held_qids, line, to_line, retry)
-        lane.handed_over(retry, entries, max((e.qid for e in entries), default=0))
+        return line, to_line
+
+    def _handed_over(self, to: str, entries: list[QueuedEvent], activated: bool) -> bool:
+        """After the hand-over committed: the fallback's lane takes the entries, status hears of it."""
         assert self._fallback is not None
-        self._fallback.handed_over(lane, to, entries, activated)
-        self._notify(lane)
+        self._fallback.handed_over(self.lane, to, entries, activated)
+        self._notify(self.lane)
         if entries:
-            log.warning("%s handed %d event(s) to its fallback %s", lane.key, len(entries), to)
+            log.warning("%s handed %d event(s) to its fallback %s", self.lane.key, len(entries), to)
         return activated or bool(entries)
 
     # -- operator actions (shielded: a caller that goes away must not leave memory and store apart) ---------

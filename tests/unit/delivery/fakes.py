@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Callable
 
+from webhook_operator.delivery.dispatcher import Dispatcher
 from webhook_operator.delivery.sender import Outcome, OutcomeKind, Request
 
 
@@ -15,6 +16,14 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+async def advance(clock: Clock, dispatcher: Dispatcher, seconds: float) -> None:
+    """Move the clock on, wake every registered lane (a retry may be due now) and wait until the engine settles."""
+    clock.now += seconds
+    for key in dispatcher.keys():  # noqa: SIM118 (a Dispatcher, not a dict)
+        dispatcher.worker(key).kick()
+    await dispatcher.settled(within=5)
 
 
 class ScriptedSender:

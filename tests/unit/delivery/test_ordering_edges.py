@@ -17,7 +17,7 @@ from webhook_operator.graph import build_graph
 from webhook_operator.store.base import AttemptOutcome, AttemptQuery, RetryState, RoutedEvent
 from webhook_operator.store.memory import MemoryStore
 
-from .fakes import Clock, ScriptedSender
+from .fakes import Clock, ScriptedSender, advance
 from .test_ordering import KEY, POLICY, event, per_entity
 
 BACKUP = "ns/backup"
@@ -62,11 +62,7 @@ class Rig:
         await self.d.settled(within=5)
 
     async def advance(self, seconds: float) -> None:
-        self.clock.now += seconds
-        registered = self.d.keys()
-        for key in registered:
-            self.d.worker(key).kick()
-        await self.settle()
+        await advance(self.clock, self.d, seconds)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from webhook_operator.store.base import AttemptOutcome, AttemptQuery, RetryState
 from webhook_operator.store.memory import MemoryStore
 from webhook_operator.store.sqlite import SqliteStore
 
-from .fakes import Clock
+from .fakes import Clock, advance
 
 POLICY = RetryPolicy((10.0, 20.0))  # three attempts, then retryLimitReached
 OK = Outcome(OutcomeKind.SUCCESS, 200, 1.0)
@@ -118,10 +118,7 @@ class Rig:
         await self.d.settled(within=5)
 
     async def advance(self, seconds: float) -> None:
-        self.clock.now += seconds
-        for key in self.d.keys():  # noqa: SIM118 (a Dispatcher, not a dict)
-            self.d.worker(key).kick()
-        await self.settle()
+        await advance(self.clock, self.d, seconds)
 
     async def exhaust(self) -> None:
         """The retry schedule runs out (attempts at +0, +10, +30)."""
