@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -204,25 +204,30 @@ class Dispatcher(SharedLanes):
     async def _enqueue_and_route(self, events: Sequence[ChangeEvent], routed: list[RoutedEvent],
                                  routing: Routing = Routing.GIVEN) -> SubmitResult:  # fmt: skip
         result = await self._store.enqueue(routed, routing=routing)
-        for event, seq in zip(events, result.seqs, strict=True):
-            if seq is not None:
-                self._parsed.put(seq, event)
         if result.unrouted:
             self._unrouted.kick()
-        return SubmitResult(result.accepted, result.duplicates, self._deliver(result))
+        parsed = {seq: event for event, seq in zip(events, result.seqs, strict=True) if seq is not None}
+        return SubmitResult(result.accepted, result.duplicates, self._deliver(result, parsed))
 
-    def _deliver(self, result: EnqueueResult) -> int:
-        """Committed queue entries into their lanes; how many were handed over."""
-        queued = 0
+    def _deliver(self, result: EnqueueResult, parsed: Mapping[int, ChangeEvent]) -> int:
+        """Committed queue entries into their lanes; how many were handed over. ``parsed`` (by seq) is kept for
+        the lanes that take each event, so that they do not parse it again."""
+        takers: list[tuple[LaneWorker, list[QueuedEvent]]] = []
+        uses: dict[int, int] = {}
         for key, entries in result.queued.items():
             worker = self._workers.get(key)
             if worker is None:  # unregistered while we were committing: the purge removes its entries
                 continue
             if self._shared and key not in self._owned:  # its owner hears of them from the store
                 continue
+            takers.append((worker, entries))
+            for entry in entries:
+                uses[entry.seq] = uses.get(entry.seq, 0) + 1
+        for seq, event in parsed.items():
+            self._parsed.put(seq, event, uses.get(seq, 0))
+        for worker, entries in takers:
             worker.append(entries)
-            queued += len(entries)
-        return queued
+        return sum(len(entries) for _, entries in takers)
 
     # -- operator actions on a lane --------------------------------------------------------------------------
 

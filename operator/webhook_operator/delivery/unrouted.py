@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from webhook_operator.api.events import ChangeEvent
 from webhook_operator.delivery.parsed import ParsedEvents
@@ -38,11 +38,12 @@ RETRY = 1.0
 
 class DeferredRouter:
     """Routes the store's unrouted events once the Webhook list is known. ``route`` maps parsed events to the
-    webhook keys each goes to (the dispatcher's routing); ``deliver`` hands committed queue entries to the lanes."""
+    webhook keys each goes to (the dispatcher's routing); ``deliver`` hands committed queue entries to the lanes,
+    with the events parsed here (by seq)."""
 
     def __init__(self, store: Store, route: Callable[[Sequence[ChangeEvent]], list[list[str]]],
-                 deliver: Callable[[EnqueueResult], int], parsed: ParsedEvents, *, known: bool = True,
-                 chunk: int = CHUNK, poll: float = POLL) -> None:  # fmt: skip
+                 deliver: Callable[[EnqueueResult, Mapping[int, ChangeEvent]], int], parsed: ParsedEvents, *,
+                 known: bool = True, chunk: int = CHUNK, poll: float = POLL) -> None:  # fmt: skip
         self._store, self._route, self._deliver, self._parsed = store, route, deliver, parsed
         self._chunk, self._poll = chunk, poll
         self.known = known  # False until ``start``: the operator's service starts before it has read the list
@@ -87,14 +88,14 @@ class DeferredRouter:
             keys = iter(self._route([event for event in events if event is not None]))
             routes = [(entry.seq, next(keys) if event else []) for entry, event in zip(chunk, events, strict=True)]
             result = await self._store.route_unrouted(routes)
-            self._deliver(result)
+            self._deliver(result, {e.seq: event for e, event in zip(chunk, events, strict=True) if event is not None})
             routed += sum(1 for seq in result.seqs if seq is not None)
         self.routed += routed
         return routed
 
     def _event(self, entry: QueuedEvent) -> ChangeEvent | None:
         try:
-            return self._parsed.get(entry)
+            return self._parsed.parse(entry)
         except ValueError as exc:  # stored by an older intake, unreadable now: it can go nowhere
             log.warning("unrouted event %s cannot be decoded and is routed nowhere: %s", entry.event_id, exc)
             return None
