@@ -204,9 +204,11 @@ class Dispatcher(SharedLanes):
     async def _enqueue_and_route(self, events: Sequence[ChangeEvent], routed: list[RoutedEvent],
                                  routing: Routing = Routing.GIVEN) -> SubmitResult:  # fmt: skip
         result = await self._store.enqueue(routed, routing=routing)
-        if result.unrouted:
-            self._unrouted.kick()
         parsed = {seq: event for event, seq in zip(events, result.seqs, strict=True) if seq is not None}
+        if result.unrouted:
+            for seq, event in parsed.items():  # for the deferred router's read
+                self._parsed.keep(seq, event)
+            self._unrouted.kick()
         return SubmitResult(result.accepted, result.duplicates, self._deliver(result, parsed))
 
     def _deliver(self, result: EnqueueResult, parsed: Mapping[int, ChangeEvent]) -> int:

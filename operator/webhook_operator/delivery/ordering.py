@@ -35,7 +35,7 @@ def entity_key(event: ChangeEvent) -> str:
 def keyer(parsed: ParsedEvents) -> Callable[[QueuedEvent], str]:
     def key_of(entry: QueuedEvent) -> str:
         try:
-            return entity_key(parsed.get(entry))
+            return entity_key(parsed.parse(entry))  # a read, not the lane's take
         except (ValueError, RecursionError):  # cannot be decoded: alone, so it is dead-lettered alone
             return f"event {entry.event_id}"
 

@@ -4,7 +4,7 @@ stored bodies again — also for a backlog larger than the cache, which a first-
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,20 +24,6 @@ URL = "http://receiver.example/hook"
 
 def entry(seq: int, event: ChangeEvent) -> QueuedEvent:
     return QueuedEvent(qid=seq, seq=seq, event_id=event.id, body=compact_json(event.wire()), received_at=0.0)
-
-
-@pytest.fixture
-def parses(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes | str]]:
-    """Every ``ChangeEvent.model_validate_json`` call (a parse of a stored body), recorded."""
-    seen: list[bytes | str] = []
-    original = ChangeEvent.model_validate_json.__func__  # type: ignore[attr-defined]
-
-    def counting(cls: type[ChangeEvent], data: bytes | str, /, **kwargs: object) -> ChangeEvent:
-        seen.append(data)
-        return original(cls, data, **kwargs)  # type: ignore[no-any-return]
-
-    monkeypatch.setattr(ChangeEvent, "model_validate_json", classmethod(counting))
-    yield seen
 
 
 def test_a_backlog_larger_than_the_cache_parses_only_what_did_not_fit(parses: list[bytes | str]) -> None:
