@@ -22,9 +22,10 @@ controlplane: $(STAMP)
 	PYTHONPATH=hack $(PY) -m controlplane build-helm
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check operator hack tests
-	$(VENV)/bin/ruff format --check operator hack tests
+	$(VENV)/bin/ruff check operator hack tests bench
+	$(VENV)/bin/ruff format --check operator hack tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy bench
 	$(VENV)/bin/lint-imports
 
 test: controlplane lint

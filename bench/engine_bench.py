@@ -33,12 +33,12 @@ from pathlib import Path
 
 import aiohttp
 
+from webhook_operator import heap
 from webhook_operator.api.events import ChangeEvent
 from webhook_operator.api.webhook import WebhookSpec
 from webhook_operator.delivery.sender import AiohttpSender
 from webhook_operator.delivery.ssrf import AddressPolicy
 from webhook_operator.delivery.target import WebhookTarget
-from webhook_operator import heap
 from webhook_operator.graph import build_graph
 from webhook_operator.store.sqlite import SqliteStore
 
