@@ -178,10 +178,12 @@ class _SqliteLanes(_SqliteBase):
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(f"DELETE FROM queue WHERE qid IN ({qmarks(len(qids))})", list(qids))
             conn.execute(INSERT_ATTEMPT, record_row(record))
-            conn.execute(UPSERT_WEBHOOK, (webhook,))
+            # One upsert, not an insert-if-missing and an update: this runs once per delivery (issue 12).
             conn.execute(
-                "UPDATE webhooks SET delivered = delivered + ?, last_success_at = ?, retry = ? WHERE webhook = ?",
-                (len(qids), record.started_at + record.duration_ms / 1000, retry_json, webhook),
+                "INSERT INTO webhooks(webhook, delivered, last_success_at, retry) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(webhook) DO UPDATE SET delivered = delivered + excluded.delivered,"
+                " last_success_at = excluded.last_success_at, retry = excluded.retry",
+                (webhook, len(qids), record.started_at + record.duration_ms / 1000, retry_json),
             )
 
         await lane_write(self, webhook, op, durable=False)
