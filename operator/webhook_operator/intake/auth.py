@@ -353,10 +353,11 @@ _SCHEMES: tuple[tuple[str, str, Callable[[str], bytes | None]], ...] = (
 )
 
 #: The exact shape of each signature header (an HMAC-SHA256 is 32 bytes: 44 base64 characters, 64 hex digits), as
-#: the OpenAPI document states it (issue 13, item 11). A header that is present must have it, secret or not.
+#: the OpenAPI document states it (issue 13, item 11). A header that is present must have it, secret or not; an empty
+#: one counts as absent (as HTTP tooling reads it), which the optional group documents.
 SIGNATURE_PATTERNS = {
-    OM_SIGNATURE_HEADER: r"^sha256=[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$",
-    SEED_SIGNATURE_HEADER: r"^sha256=[0-9a-fA-F]{64}$",
+    OM_SIGNATURE_HEADER: r"^(?:sha256=[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=)?$",
+    SEED_SIGNATURE_HEADER: r"^(?:sha256=[0-9a-fA-F]{64})?$",
 }
 _SIGNATURE_SHAPES = {name: re.compile(pattern) for name, pattern in SIGNATURE_PATTERNS.items()}
 
@@ -398,7 +399,8 @@ class SignatureVerifier:
             if value is None:
                 continue
             value = value.strip()
-            raw = decode(value[len(SIGNATURE_PREFIX) :]) if _SIGNATURE_SHAPES[name].fullmatch(value) else None
+            well_formed = value and _SIGNATURE_SHAPES[name].fullmatch(value)  # blank after strip: malformed
+            raw = decode(value[len(SIGNATURE_PREFIX) :]) if well_formed else None
             if raw is None:
                 raise IntakeError(401, _malformed(name, encoding))
             if not hmac.compare_digest(raw, expected):

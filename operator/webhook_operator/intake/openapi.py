@@ -145,14 +145,14 @@ def openapi_document() -> dict[str, Any]:
             "required": False,
             "description": "OpenMetadata's signature: sha256=<base64 HMAC-SHA256(secret, raw body)>. Required (this "
             "or the next) when the intake has an HMAC secret. Without a secret a well-formed signature is ignored "
-            "and a malformed one refused (400).",
+            "and a malformed one refused (400). Empty counts as absent.",
             "schema": {"type": "string", "pattern": SIGNATURE_PATTERNS[OM_SIGNATURE_HEADER]},
         },
         {
             "name": SEED_SIGNATURE_HEADER,
             "in": "header",
             "required": False,
-            "description": "The seed's signature: sha256=<hex HMAC-SHA256(secret, raw body)>.",
+            "description": "The seed's signature: sha256=<hex HMAC-SHA256(secret, raw body)>. Empty counts as absent.",
             "schema": {"type": "string", "pattern": SIGNATURE_PATTERNS[SEED_SIGNATURE_HEADER]},
         },
     ]

@@ -112,6 +112,16 @@ def test_the_document_uses_the_patterns_the_code_enforces() -> None:
     assert headers == SIGNATURE_PATTERNS
 
 
+def test_the_signature_patterns_document_that_an_empty_header_counts_as_absent() -> None:
+    """The intake reads an empty signature header as an absent one (``test_contract``); the document must say so, or
+    a schema-driven client rightly reports the 202 to ``X-OpenMetadata-Signature;`` as a schema violation accepted
+    (schemathesis did, ``tests/e2e/test_fuzz.py``). A non-empty value still has to be a whole signature."""
+    for pattern in SIGNATURE_PATTERNS.values():
+        assert re.fullmatch(pattern[1:-1], ""), pattern
+        for refused in ("sha256=", "sha256", " ", "x"):
+            assert not re.fullmatch(pattern[1:-1], refused), (pattern, refused)
+
+
 def test_every_refusal_of_the_operations_api_is_documented() -> None:
     paths = openapi_document()["paths"]
     for path, item in paths.items():
