@@ -1,10 +1,11 @@
 """Fixtures of the real sender's tests (``test_sender``, ``test_http1``, ``test_http1_pool``): a loopback-allowed
 ``AiohttpSender`` whose every connection attempt is logged, closed after the test; and ``parses``, the stored bodies
-parsed during a test (``test_parsed``, ``test_parsed_attacks``)."""
+parsed during a test, and ``sqlite_engine``, the engine on a SQLite file (``test_parsed``, ``test_parsed_attacks``)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from webhook_operator.api.events import ChangeEvent
 from webhook_operator.delivery.sender import AiohttpSender
 from webhook_operator.delivery.ssrf import AddressPolicy
 
+from .fakes import SqliteEngine
 from .receivers import ConnectionLog
 
 
@@ -39,3 +41,11 @@ def parses(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes | str]]:
 
     monkeypatch.setattr(ChangeEvent, "model_validate_json", classmethod(counting))
     yield seen
+
+
+@pytest.fixture
+async def sqlite_engine(tmp_path: Path) -> AsyncIterator[SqliteEngine]:
+    engine = SqliteEngine(tmp_path / "store.db")
+    await engine.start()
+    yield engine
+    await engine.graph.close()

@@ -1,13 +1,20 @@
-"""Test doubles for the delivery core's unit tests: a hand-driven clock and a sender that never touches a socket."""
+"""Test doubles for the delivery core's unit tests: a hand-driven clock, a sender that never touches a socket, the
+engine on one SQLite file around it (restartable), and a queue entry made from an event."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import Callable
+from pathlib import Path
 
+from webhook_operator.api.encoding import compact_json
+from webhook_operator.api.events import ChangeEvent
 from webhook_operator.delivery.dispatcher import Dispatcher
 from webhook_operator.delivery.sender import Outcome, OutcomeKind, Request
+from webhook_operator.graph import Graph, build_graph
+from webhook_operator.store.base import QueuedEvent
+from webhook_operator.store.sqlite import SqliteStore
 
 
 class Clock:
@@ -64,3 +71,22 @@ class ScriptedSender:
             body = json.loads(r.body)
             out.append([e["id"] for e in body["data"]] if "data" in body else [body["id"]])
         return out
+
+
+class SqliteEngine:
+    """The composition root on one SQLite file with a ``ScriptedSender``; ``start`` again on the same path is a
+    restart."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sender = ScriptedSender()
+
+    async def start(self) -> Graph:
+        self.graph: Graph = build_graph(store=SqliteStore(self.path), sender=self.sender)
+        await self.graph.open()
+        return self.graph
+
+
+def queued(seq: int, event: ChangeEvent) -> QueuedEvent:
+    """The queue entry of ``event`` stored as ``seq`` (its qid the same number)."""
+    return QueuedEvent(qid=seq, seq=seq, event_id=event.id, body=compact_json(event.wire()), received_at=0.0)

@@ -8,28 +8,22 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
-from webhook_operator.api.encoding import compact_json
 from webhook_operator.api.events import ChangeEvent
 from webhook_operator.api.webhook import WebhookSpec
 from webhook_operator.delivery.parsed import ParsedEvents
 from webhook_operator.delivery.target import WebhookTarget
-from webhook_operator.graph import Graph, build_graph
+from webhook_operator.graph import build_graph
 from webhook_operator.store.base import QueuedEvent
 from webhook_operator.store.sqlite import SqliteStore
 
-from .fakes import ScriptedSender
-from .test_dispatcher import make_event, target
+from .fakes import ScriptedSender, SqliteEngine, queued
+from .test_dispatcher import make_event, target, until
 
 URL = "http://receiver.example/hook"
-
-
-def entry(seq: int, event: ChangeEvent) -> QueuedEvent:
-    return QueuedEvent(qid=seq, seq=seq, event_id=event.id, body=compact_json(event.wire()), received_at=0.0)
 
 
 class FifoParsedEvents:
@@ -64,65 +58,37 @@ def ordered_target(url: str, *, name: str, ordering: str, batch: int = 1) -> Web
     return WebhookTarget(key=name, spec=spec)
 
 
-class Engine:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sender = ScriptedSender()
-
-    async def start(self) -> Graph:
-        self.graph: Graph = build_graph(store=SqliteStore(self.path), sender=self.sender)
-        await self.graph.open()
-        return self.graph
-
-
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
-    e = Engine(tmp_path / "store.db")
-    await e.start()
-    yield e
-    await e.graph.close()
-
-
-async def until(condition: Callable[[], bool], *, within: float = 10.0) -> None:
-    """Wait (in real time: the SQLite store commits in a thread) until ``condition()`` holds."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition never held")
-        await asyncio.sleep(0.001)
-
-
 # -- 1. ordering entity: the keyer takes the lane's one use --------------------------------------------------------
 
 
 @pytest.mark.parametrize("ordering", ["entity", "none"])
 async def test_an_ordered_lane_delivers_what_the_intake_parsed_without_parsing_it_again(
-    engine: Engine, parses: list[bytes | str], ordering: str
+    sqlite_engine: SqliteEngine, parses: list[bytes | str], ordering: str
 ) -> None:
     """REGRESSION (fails for ``entity``): ``ordering.keyer`` reads each entry with ``ParsedEvents.get`` when the
     entry is appended to a KeyedQueue — that *takes* the lane's one use and removes the entry, so the batch's
     ``decode`` misses and parses every event again. Before e99eeb5 both reads were hits (0 parses)."""
-    d = engine.graph.dispatcher
+    d = sqlite_engine.graph.dispatcher
     await d.register(ordered_target(URL, name="ns/hook", ordering=ordering))
     events = [make_event(i) for i in range(10)]
     assert (await d.submit(events)).queued == 10
     await d.idle(within=10)
-    assert sorted(i for batch in engine.sender.batches() for i in batch) == sorted(e.id for e in events)
+    assert sorted(i for batch in sqlite_engine.sender.batches() for i in batch) == sorted(e.id for e in events)
     assert len(parses) == 0, f"{len(parses)} parses for 10 events the intake parsed"
 
 
 async def test_an_entity_lane_beside_a_webhook_lane_leaves_both_parsing_nothing(
-    engine: Engine, parses: list[bytes | str]
+    sqlite_engine: SqliteEngine, parses: list[bytes | str]
 ) -> None:
     """REGRESSION: with an entity lane and a webhook-ordered lane on the same events, the entity lane's keyer and
     its decode take both uses, so the *other* lane parses every event too: 2 parses per event, 0 before."""
-    d = engine.graph.dispatcher
+    d = sqlite_engine.graph.dispatcher
     await d.register(ordered_target(f"{URL}/a", name="ns/a", ordering="entity"))
     await d.register(target(f"{URL}/b", name="ns/b"))
     events = [make_event(i) for i in range(10)]
     assert (await d.submit(events)).queued == 20
     await d.idle(within=10)
-    assert len(engine.sender.requests) == 20
+    assert len(sqlite_engine.sender.requests) == 20
     assert len(parses) == 0, f"{len(parses)} parses for 10 events the intake parsed"
 
 
@@ -136,7 +102,7 @@ def test_one_stuck_lane_among_many_costs_the_flowing_lanes_no_more_parses_than_f
     about half of all events, 19 times each. The FIFO cache: 0 parses (the stuck lane's old entries fall out)."""
     size, lanes, n = 50, 20, 1000
     events = [make_event(i) for i in range(n)]
-    entries = [entry(seq, e) for seq, e in enumerate(events, start=1)]
+    entries = [queued(seq, e) for seq, e in enumerate(events, start=1)]
     cache, fifo = ParsedEvents(size=size), FifoParsedEvents(size=size)
     for seq, (event, e) in enumerate(zip(events, entries, strict=True), start=1):
         cache.put(seq, event, uses=lanes)
@@ -151,28 +117,28 @@ def test_one_stuck_lane_among_many_costs_the_flowing_lanes_no_more_parses_than_f
 
 
 async def test_a_stuck_lane_in_a_fan_out_leaves_the_flowing_lanes_parsing_nothing(
-    engine: Engine, parses: list[bytes | str]
+    sqlite_engine: SqliteEngine, parses: list[bytes | str]
 ) -> None:
     """REGRESSION, end to end: three webhooks, one receiver hangs on its first request (its lane keeps its
     queue). The cache (made small here: 10) fills with the stuck lane's entries and refuses what the two flowing
     lanes need next; they parse it. FIFO: they never parsed (only the stuck lane parsed its backlog, once)."""
-    d = engine.graph.dispatcher
+    d = sqlite_engine.graph.dispatcher
     d._parsed._size = 10  # the one cache the lanes share (DEFAULT_SIZE is bound at definition time)
-    engine.sender.gates[f"{URL}/0"] = asyncio.Event()  # never set: hook-0 is stuck
+    sqlite_engine.sender.gates[f"{URL}/0"] = asyncio.Event()  # never set: hook-0 is stuck
     for n in range(3):
         await d.register(target(f"{URL}/{n}", name=f"ns/hook-{n}"))
 
     submitted = 0
 
     def flowed() -> bool:  # hook-1 and hook-2 delivered everything submitted so far
-        return sum(1 for u in engine.sender.urls() if not u.endswith("/0")) >= 2 * submitted
+        return sum(1 for u in sqlite_engine.sender.urls() if not u.endswith("/0")) >= 2 * submitted
 
     for i in range(0, 60, 5):
         await d.submit([make_event(j) for j in range(i, i + 5)])
         submitted += 5
         await until(flowed)
     while_stuck = len(parses)
-    engine.sender.gates[f"{URL}/0"].set()
+    sqlite_engine.sender.gates[f"{URL}/0"].set()
     await d.idle(within=10)
     # FIFO (e99eeb5^): 0 while stuck, 59 in all (the stuck lane's backlog, once); e99eeb5: 58 while stuck, 107
     assert while_stuck == 0, f"flowing lanes parsed {while_stuck} times; {len(parses)} parses in all for 60 events"
@@ -187,7 +153,7 @@ async def test_a_backlog_read_by_several_lanes_after_a_restart_is_parsed_once(
     """REGRESSION: after a restart nothing is in the cache; three lanes read the same 30 queued events from the
     store. The FIFO cache kept the first lane's parse for the other two (30 parses); now a miss is not kept and
     every lane parses its own copy (90)."""
-    first = Engine(tmp_path / "store.db")
+    first = SqliteEngine(tmp_path / "store.db")
     d = (await first.start()).dispatcher
     for n in range(3):
         first.sender.gates[f"{URL}/{n}"] = asyncio.Event()  # nothing is delivered before the restart
@@ -195,7 +161,7 @@ async def test_a_backlog_read_by_several_lanes_after_a_restart_is_parsed_once(
     assert (await d.submit([make_event(i) for i in range(30)])).queued == 90
     await first.graph.close()
 
-    second = Engine(tmp_path / "store.db")
+    second = SqliteEngine(tmp_path / "store.db")
     d = (await second.start()).dispatcher
     try:
         parses.clear()
@@ -245,7 +211,7 @@ def test_the_cache_never_holds_more_than_its_size_whatever_the_seq_order() -> No
         cache.put(seq, events[seq], uses=2)
         assert len(cache) <= 8
     for seq in range(1, 200):
-        assert cache.get(entry(seq, events[seq])).id == events[seq].id
+        assert cache.get(queued(seq, events[seq])).id == events[seq].id
 
 
 def test_an_out_of_order_put_delays_eviction_of_stale_entries() -> None:
